@@ -1,0 +1,29 @@
+"""Provider adapters, registered in one plain dict keyed by provider name."""
+
+from __future__ import annotations
+
+from skylane.adapters.base import Adapter, ProviderState, ProviderStatus, RunContext
+from skylane.adapters.process import ProcessAdapter
+
+ADAPTERS: dict[str, type[Adapter]] = {
+    ProcessAdapter.provider: ProcessAdapter,
+}
+
+
+def registered_providers() -> list[str]:
+    return sorted(ADAPTERS)
+
+
+def adapter_class(provider: str) -> type[Adapter]:
+    return ADAPTERS[provider]
+
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "ProviderState",
+    "ProviderStatus",
+    "RunContext",
+    "adapter_class",
+    "registered_providers",
+]

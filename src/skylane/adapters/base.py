@@ -1,0 +1,108 @@
+"""The adapter contract every provider implements (see DESIGN.md, "Adapter").
+
+An adapter turns a rendered job configuration into the provider's exact request (`render`, pure)
+and talks to the provider: `submit` (idempotent per key), `find`, `statuses` (batched),
+`cancel`, `cleanup`, `logs`. Errors leave an adapter only as `skylane.errors.ProviderError`
+subclasses. Cloud SDKs are imported inside the adapter module that needs them, lazily.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from skylane.models import Pool
+from skylane.settings import Settings
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything about a run that a template or adapter may use. `run_token` is a secret."""
+
+    run_id: uuid.UUID
+    flow_name: str
+    deployment_name: str
+    pool_name: str
+    entrypoint: str
+    api_url: str
+    run_token: str = field(repr=False)
+    idempotency_key: str
+    image: str | None = None
+
+    def runtime_env(self) -> dict[str, str]:
+        """The environment `skylane run execute` reads inside the container."""
+        return {
+            "SKYLANE_RUN_ID": str(self.run_id),
+            "SKYLANE_API_URL": self.api_url,
+            "SKYLANE_RUN_TOKEN": self.run_token,
+        }
+
+    def labels(self) -> dict[str, str]:
+        return {
+            "skylane-run-id": str(self.run_id),
+            "skylane-deployment": self.deployment_name,
+            "skylane-pool": self.pool_name,
+        }
+
+
+class ProviderStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    NOT_FOUND = "NOT_FOUND"
+
+    @property
+    def ended(self) -> bool:
+        return self in (self.SUCCEEDED, self.FAILED, self.STOPPED, self.NOT_FOUND)
+
+
+@dataclass(frozen=True)
+class ProviderState:
+    status: ProviderStatus
+    exit_code: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderLogLine:
+    timestamp: datetime
+    stream: str
+    message: str
+
+
+class Adapter(Protocol):
+    """One provider. Constructed per pool: `Adapter(pool, settings)`."""
+
+    provider: ClassVar[str]
+
+    def __init__(self, pool: Pool, settings: Settings) -> None: ...
+
+    @classmethod
+    def default_template(cls) -> dict[str, Any]:
+        """The pool type's base job template: `{"job_configuration": ..., "variables": ...}`."""
+        ...
+
+    def render(self, job_configuration: dict[str, Any], context: RunContext) -> Any:
+        """The exact provider request for this run. Pure: no I/O."""
+        ...
+
+    def submit(self, request: Any, key: str) -> str:
+        """Start the run; calling again with the same key never starts a second one."""
+        ...
+
+    def find(self, key: str) -> str | None:
+        """The provider's reference for what was started with `key`, if anything was."""
+        ...
+
+    def statuses(self, refs: list[str]) -> dict[str, ProviderState]: ...
+
+    def cancel(self, ref: str) -> None: ...
+
+    def cleanup(self, ref: str) -> None: ...
+
+    def logs(self, ref: str, since: datetime | None = None) -> list[ProviderLogLine]: ...

@@ -1,0 +1,18 @@
+"""Shared FastAPI dependencies."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from skylane.store.repository import Store
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def notify_dispatcher(request: Request) -> None:
+    """Wake the in-process dispatcher: a run may be due now."""
+    wake = getattr(request.app.state, "dispatcher_wakeup", None)
+    if wake is not None:
+        wake.set()

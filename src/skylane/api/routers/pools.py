@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+
+from skylane.adapters import adapter_class
+from skylane.api.auth import require
+from skylane.api.deps import get_store
+from skylane.api.schemas import PoolCreate, PoolUpdate
+from skylane.models import ApiScope, Pool
+from skylane.pool_types import parse_pool_type
+from skylane.services import catalog
+from skylane.store.repository import Store
+
+router = APIRouter(prefix="/api", tags=["pools"])
+
+
+@router.post("/pools", response_model=Pool, status_code=201,
+             dependencies=[Depends(require(ApiScope.ADMIN))])
+def create_pool(body: PoolCreate, store: Store = Depends(get_store)) -> Pool:
+    return catalog.create_pool(store, body)
+
+
+@router.get("/pools", response_model=list[Pool], dependencies=[Depends(require(ApiScope.READ))])
+def list_pools(store: Store = Depends(get_store)) -> list[Pool]:
+    return store.list_pools()
+
+
+@router.get("/pools/{name}", response_model=Pool,
+            dependencies=[Depends(require(ApiScope.READ))])
+def read_pool(name: str, store: Store = Depends(get_store)) -> Pool:
+    return store.get_pool(name)
+
+
+@router.patch("/pools/{name}", response_model=Pool,
+              dependencies=[Depends(require(ApiScope.ADMIN))])
+def update_pool(name: str, body: PoolUpdate, store: Store = Depends(get_store)) -> Pool:
+    return catalog.update_pool(store, name, body)
+
+
+@router.delete("/pools/{name}", status_code=204, dependencies=[Depends(require(ApiScope.ADMIN))])
+def delete_pool(name: str, store: Store = Depends(get_store)) -> Response:
+    store.delete_pool(name)
+    return Response(status_code=204)
+
+
+@router.get("/pool-types/{pool_type}/default-template",
+            dependencies=[Depends(require(ApiScope.READ))])
+def default_template(pool_type: str) -> dict:
+    return adapter_class(parse_pool_type(pool_type, field="pool_type").provider).default_template()

@@ -1,0 +1,121 @@
+"""Request bodies of the HTTP API (responses are the domain models of `skylane.models`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skylane.models import ApiScope, RunState
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+
+
+class _Body(BaseModel):
+    # Unknown fields are an error, so a typo in a request never silently does nothing.
+    model_config = ConfigDict(extra="forbid")
+
+
+class PoolCreate(_Body):
+    name: str = Field(pattern=NAME_PATTERN, description="Unique pool name.")
+    type: str = Field(description="Pool type, e.g. process:push, ecs:push, cloud-run:push.")
+    base_job_template: dict[str, Any] | None = Field(
+        default=None, description="Defaults to the pool type's default template."
+    )
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    paused: bool = False
+    settings: dict[str, Any] = Field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
+    description: str | None = None
+
+
+class PoolUpdate(_Body):
+    base_job_template: dict[str, Any] | None = None
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    paused: bool | None = None
+    settings: dict[str, Any] | None = None
+    credentials: dict[str, Any] | None = None
+    description: str | None = None
+
+
+class DeploymentCreate(_Body):
+    flow_name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN)
+    pool: str = Field(description="Name of the pool the deployment runs on.")
+    entrypoint: str = Field(description="path/to/file.py:function")
+    image: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_schema: dict[str, Any] = Field(
+        default_factory=dict, description="JSON Schema of the entrypoint's parameters."
+    )
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    paused: bool = False
+
+
+class DeploymentUpdate(_Body):
+    pool: str | None = None
+    entrypoint: str | None = None
+    image: str | None = None
+    parameters: dict[str, Any] | None = None
+    parameter_schema: dict[str, Any] | None = None
+    job_variables: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    description: str | None = None
+    concurrency_limit: int | None = Field(default=None, ge=0)
+    paused: bool | None = None
+
+
+class RunCreate(_Body):
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    scheduled_time: datetime | None = None
+
+
+class StateSet(_Body):
+    state: RunState
+    message: str | None = Field(default=None, max_length=100_000)
+    transition_id: str | None = Field(
+        default=None, max_length=100,
+        description="Client-chosen id; repeating it returns the current state unchanged.",
+    )
+
+
+class CancelRequest(_Body):
+    transition_id: str | None = Field(default=None, max_length=100)
+
+
+class LogIn(_Body):
+    timestamp: datetime
+    level: str = Field(default="INFO", max_length=16)
+    stream: Literal["stdout", "stderr", "logging", "system"] = "logging"
+    message: str = Field(max_length=1_000_000)
+
+
+class LogBatch(_Body):
+    logs: list[LogIn] = Field(max_length=10_000)
+
+
+class ApiKeyCreate(_Body):
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[ApiScope] = Field(min_length=1)
+    expires_at: datetime | None = None
+
+
+class ApiKeyCreated(BaseModel):
+    """The only response that ever carries a key's plaintext."""
+
+    id: str
+    name: str
+    scopes: list[ApiScope]
+    expires_at: datetime | None
+    api_key: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    database: str

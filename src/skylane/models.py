@@ -1,0 +1,207 @@
+"""Domain models and the run state machine.
+
+These are the typed shapes that cross every boundary: the store returns them, the API serves
+them, the client parses them. Request bodies live in `skylane.api.schemas`.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skylane.errors import IllegalTransition
+
+
+class RunState(enum.StrEnum):
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {RunState.COMPLETED, RunState.FAILED, RunState.CRASHED, RunState.CANCELLED}
+)
+
+# Which state may follow which. Terminal states have no successors. SCHEDULED may go straight to
+# CANCELLED because nothing was submitted yet; PENDING may go back to SCHEDULED when a claim is
+# handed back. CANCELLING may still end in any terminal state: the run may finish or crash
+# before the cancel reaches it.
+ALLOWED_TRANSITIONS: dict[RunState, frozenset[RunState]] = {
+    RunState.SCHEDULED: frozenset({RunState.PENDING, RunState.CANCELLING, RunState.CANCELLED}),
+    RunState.PENDING: frozenset(
+        {
+            RunState.SCHEDULED,
+            RunState.RUNNING,
+            RunState.FAILED,
+            RunState.CRASHED,
+            RunState.CANCELLING,
+            RunState.CANCELLED,
+        }
+    ),
+    RunState.RUNNING: frozenset(
+        {RunState.COMPLETED, RunState.FAILED, RunState.CRASHED, RunState.CANCELLING}
+    ),
+    RunState.CANCELLING: frozenset(
+        {RunState.CANCELLED, RunState.COMPLETED, RunState.FAILED, RunState.CRASHED}
+    ),
+    RunState.COMPLETED: frozenset(),
+    RunState.FAILED: frozenset(),
+    RunState.CRASHED: frozenset(),
+    RunState.CANCELLED: frozenset(),
+}
+
+
+def check_transition(current: RunState, target: RunState) -> None:
+    """Raise `IllegalTransition` unless `current -> target` is allowed."""
+    if target not in ALLOWED_TRANSITIONS[current]:
+        if current.is_terminal:
+            reason = f"the run is already {current.value}, a terminal state"
+        else:
+            reason = f"{current.value} -> {target.value} is not an allowed transition"
+        raise IllegalTransition(
+            f"cannot move run to {target.value}: {reason}", current_state=current.value
+        )
+
+
+class ApiScope(enum.StrEnum):
+    ADMIN = "admin"
+    DEPLOY = "deploy"
+    WORKER = "worker"
+    READ = "read"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Pool(_Model):
+    id: uuid.UUID
+    name: str
+    type: str
+    base_job_template: dict[str, Any]
+    concurrency_limit: int | None = None
+    paused: bool = False
+    settings: dict[str, Any] = Field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
+    provisioned_resources: list[dict[str, Any]] = Field(default_factory=list)
+    description: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Deployment(_Model):
+    id: uuid.UUID
+    flow_name: str
+    name: str
+    pool_name: str
+    entrypoint: str
+    image: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameter_schema: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    concurrency_limit: int | None = None
+    paused: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow_name}/{self.name}"
+
+
+class StateChange(_Model):
+    """One entry of a run's state history."""
+
+    state: RunState
+    message: str | None = None
+    transition_id: str | None = None
+    timestamp: datetime
+
+
+class RunAttempt(_Model):
+    """One try at submitting a run to its provider."""
+
+    number: int
+    idempotency_key: str
+    claimed_by: str | None = None
+    lease_expires_at: datetime | None = None
+    provider_ref: str | None = None
+    submitted_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    provider_ended_at: datetime | None = None
+    cleaned_up_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None
+    created_at: datetime
+
+
+class Run(_Model):
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    deployment_name: str
+    pool_name: str
+    flow_name: str
+    state: RunState
+    state_message: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    job_variables: dict[str, Any] = Field(default_factory=dict)
+    scheduled_time: datetime
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+    history: list[StateChange] = Field(default_factory=list)
+    attempts: list[RunAttempt] = Field(default_factory=list)
+
+
+class StateResult(_Model):
+    """Answer to a state change: the run as it now is, and whether this call changed it."""
+
+    run: Run
+    applied: bool
+
+
+class LogLine(_Model):
+    id: int
+    run_id: uuid.UUID
+    timestamp: datetime
+    level: str
+    stream: str
+    message: str
+
+
+class ApiKeyInfo(_Model):
+    """What the server shows of an API key: never the key or its hash."""
+
+    id: str
+    name: str
+    scopes: list[ApiScope]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked: bool = False
+
+
+class RunExecution(_Model):
+    """What the runtime inside the container needs to execute a run."""
+
+    run_id: uuid.UUID
+    flow_name: str
+    entrypoint: str
+    parameters: dict[str, Any]
+    state: RunState

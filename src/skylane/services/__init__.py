@@ -1,0 +1,1 @@
+"""Control-plane services: catalog rules (pools, deployments, runs) and background loops."""

@@ -1,0 +1,140 @@
+"""SKYLANE_* settings.
+
+Precedence, highest first: explicit arguments (CLI flags), environment variables
+(`SKYLANE_API_URL`, ...), the user's config file (written by `skylane config set`), defaults.
+
+`SKYLANE_HOME` moves everything skylane keeps on disk (config file, SQLite database, process
+run state) into one directory; without it the platform's user config and data directories are
+used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_PORT = 4200
+
+# Keys `skylane config set` may write, mapped to the Settings field they fill.
+CONFIG_KEYS = {"api-url": "api_url", "api-key": "api_key"}
+
+
+def home_dir() -> Path | None:
+    value = os.environ.get("SKYLANE_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def config_file() -> Path:
+    home = home_dir()
+    base = home if home else Path(platformdirs.user_config_dir("skylane"))
+    return base / "config.toml"
+
+
+def data_dir() -> Path:
+    home = home_dir()
+    return home if home else Path(platformdirs.user_data_dir("skylane"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SKYLANE_", extra="ignore")
+
+    # Client side: where the API is and which key to use.
+    api_url: str = f"http://127.0.0.1:{DEFAULT_PORT}"
+    api_key: SecretStr | None = None
+
+    # Server side.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    # Base URL runs use to reach the API from where they execute (a container may need a
+    # public address); defaults to the server's own address.
+    public_api_url: str | None = None
+    # How often the first-version dispatcher looks for due runs and ended submissions.
+    dispatcher_interval_seconds: float = 1.0
+    # How long a dispatcher owns a claimed run before another may recover it.
+    claim_lease_seconds: float = 120.0
+    # Submit tries per run before a retryable provider error fails it.
+    max_submit_attempts: int = 5
+    # A run whose provider says it ended but which reported no final state is marked CRASHED
+    # after this long (the runtime may still be flushing its last calls).
+    crash_grace_seconds: float = 5.0
+    # SIGTERM -> SIGKILL grace when cancelling.
+    cancel_grace_seconds: float = 30.0
+    # Runtime (inside the container).
+    heartbeat_seconds: float = 30.0
+    log_batch_seconds: float = 0.5
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        return normalize_database_url(self.database_url or default_database_url())
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{data_dir() / 'skylane.db'}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URL forms users copy from elsewhere; we ship the psycopg (v3) driver."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def get_settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def read_config() -> dict[str, Any]:
+    path = config_file()
+    if not path.exists():
+        return {}
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def write_config_value(key: str, value: str) -> Path:
+    """Set one key of the config file, keeping the others; the file is private to the user."""
+    if key not in CONFIG_KEYS:
+        from skylane.errors import InvalidInput
+
+        raise InvalidInput(
+            f"unknown config key {key!r}; known keys: {', '.join(sorted(CONFIG_KEYS))}",
+            field="key",
+        )
+    config = read_config()
+    config[CONFIG_KEYS[key]] = value
+    path = config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # JSON string escapes are valid TOML basic-string escapes.
+    text = "".join(f"{k} = {json.dumps(str(v))}\n" for k, v in sorted(config.items()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,3 @@
+from skylane.store.db import create_engine_for, migrate
+
+__all__ = ["create_engine_for", "migrate"]

@@ -1,0 +1,662 @@
+"""Every query skylane issues lives in this module.
+
+`Store` methods each run in their own transaction and return domain models (`skylane.models`),
+never ORM rows, so nothing outside the store holds a session. Validation of user input (job
+templates, parameters) happens before the store is called; the store enforces what only it can:
+uniqueness, existence, the run state machine, and exactly-one claims.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from skylane.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from skylane.models import (
+    TERMINAL_STATES,
+    ApiKeyInfo,
+    ApiScope,
+    Deployment,
+    LogLine,
+    Pool,
+    Run,
+    RunAttempt,
+    RunState,
+    StateChange,
+    StateResult,
+    check_transition,
+)
+from skylane.security import generate_api_key, generate_run_token, secrets_match
+from skylane.store.tables import (
+    ApiKeyRow,
+    AttemptRow,
+    DeploymentRow,
+    LogRow,
+    PoolRow,
+    RunRow,
+    StateHistoryRow,
+)
+
+DEFAULT_LEASE_SECONDS = 120
+ACTIVE_STATES = (RunState.PENDING, RunState.RUNNING, RunState.CANCELLING)
+POOL_FIELDS = frozenset(
+    {"type", "base_job_template", "concurrency_limit", "paused", "settings", "credentials",
+     "provisioned_resources", "description"}
+)
+DEPLOYMENT_FIELDS = frozenset(
+    {"entrypoint", "image", "parameters", "parameter_schema", "job_variables", "tags",
+     "description", "concurrency_limit", "paused", "pool_name"}
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    timestamp: datetime
+    level: str
+    stream: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run claimed for submission: everything the dispatcher needs, and the run's token."""
+
+    run: Run
+    deployment: Deployment
+    pool: Pool
+    attempt: RunAttempt
+    run_token: str | None  # None for a recovered claim until a token is issued
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submitted attempt the dispatcher still watches (provider ref known, not cleaned up)."""
+
+    run: Run
+    pool: Pool
+    attempt: RunAttempt
+
+
+def _pool(row: PoolRow) -> Pool:
+    return Pool.model_validate(row)
+
+
+def _deployment(row: DeploymentRow) -> Deployment:
+    data = {c: getattr(row, c) for c in Deployment.model_fields if c != "pool_name"}
+    return Deployment(pool_name=row.pool.name, **data)
+
+
+def _run(row: RunRow) -> Run:
+    return Run(
+        id=row.id,
+        deployment_id=row.deployment_id,
+        deployment_name=row.deployment_name,
+        pool_name=row.pool.name,
+        flow_name=row.flow_name,
+        state=RunState(row.state),
+        state_message=row.state_message,
+        parameters=row.parameters,
+        job_variables=row.job_variables,
+        scheduled_time=row.scheduled_time,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        last_heartbeat_at=row.last_heartbeat_at,
+        history=[StateChange.model_validate(h) for h in row.history],
+        attempts=[RunAttempt.model_validate(a) for a in row.attempts],
+    )
+
+
+def _api_key(row: ApiKeyRow) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        id=row.id,
+        name=row.name,
+        scopes=[ApiScope(s) for s in row.scopes],
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked=row.revoked_at is not None,
+    )
+
+
+class Store:
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # --- pools ------------------------------------------------------------------------------
+
+    def create_pool(self, *, name: str, type: str, base_job_template: dict[str, Any],
+                    concurrency_limit: int | None = None, paused: bool = False,
+                    settings: dict[str, Any] | None = None,
+                    credentials: dict[str, Any] | None = None,
+                    description: str | None = None) -> Pool:
+        row = PoolRow(
+            name=name, type=type, base_job_template=base_job_template,
+            concurrency_limit=concurrency_limit, paused=paused, settings=settings or {},
+            credentials=credentials, provisioned_resources=[], description=description,
+        )
+        try:
+            with self._session() as s:
+                if s.scalar(sa.select(PoolRow.id).where(PoolRow.name == name)):
+                    raise AlreadyExists(f"a pool named {name!r} already exists", field="name")
+                s.add(row)
+                s.flush()
+                return _pool(row)
+        except IntegrityError as exc:
+            raise AlreadyExists(f"a pool named {name!r} already exists", field="name") from exc
+
+    def _pool_row(self, s: Session, name: str, *, lock: bool = False) -> PoolRow:
+        query = sa.select(PoolRow).where(PoolRow.name == name)
+        if lock:
+            query = query.with_for_update()
+        row = s.scalar(query)
+        if row is None:
+            raise NotFound(f"no pool named {name!r}", field="pool")
+        return row
+
+    def get_pool(self, name: str) -> Pool:
+        with self._session() as s:
+            return _pool(self._pool_row(s, name))
+
+    def list_pools(self) -> list[Pool]:
+        with self._session() as s:
+            return [_pool(r) for r in s.scalars(sa.select(PoolRow).order_by(PoolRow.name))]
+
+    def update_pool(self, name: str, changes: dict[str, Any]) -> Pool:
+        unknown = set(changes) - POOL_FIELDS
+        if unknown:
+            raise InvalidInput(f"pool has no field {sorted(unknown)[0]!r}",
+                               field=sorted(unknown)[0])
+        with self._session() as s:
+            row = self._pool_row(s, name, lock=True)
+            for key, value in changes.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            s.flush()
+            return _pool(row)
+
+    def delete_pool(self, name: str) -> None:
+        with self._session() as s:
+            row = self._pool_row(s, name, lock=True)
+            count = s.scalar(
+                sa.select(sa.func.count()).select_from(DeploymentRow)
+                .where(DeploymentRow.pool_id == row.id)
+            )
+            if count:
+                raise Conflict(
+                    f"pool {name!r} still has {count} deployment(s); delete them or move them "
+                    "to another pool first",
+                    field="pool",
+                )
+            s.delete(row)
+
+    def pool_active_runs(self, name: str) -> int:
+        with self._session() as s:
+            pool = self._pool_row(s, name)
+            return s.scalar(
+                sa.select(sa.func.count()).select_from(RunRow)
+                .where(RunRow.pool_id == pool.id, RunRow.state.in_(ACTIVE_STATES))
+            ) or 0
+
+    # --- deployments ------------------------------------------------------------------------
+
+    def create_deployment(self, *, flow_name: str, name: str, pool_name: str, entrypoint: str,
+                          image: str | None = None, parameters: dict[str, Any] | None = None,
+                          parameter_schema: dict[str, Any] | None = None,
+                          job_variables: dict[str, Any] | None = None,
+                          tags: list[str] | None = None, description: str | None = None,
+                          concurrency_limit: int | None = None,
+                          paused: bool = False) -> Deployment:
+        full = f"{flow_name}/{name}"
+        try:
+            with self._session() as s:
+                pool = self._pool_row(s, pool_name)
+                exists = s.scalar(sa.select(DeploymentRow.id).where(
+                    DeploymentRow.flow_name == flow_name, DeploymentRow.name == name))
+                if exists:
+                    raise AlreadyExists(f"a deployment named {full!r} already exists",
+                                        field="name")
+                row = DeploymentRow(
+                    flow_name=flow_name, name=name, pool_id=pool.id, pool=pool,
+                    entrypoint=entrypoint, image=image, parameters=parameters or {},
+                    parameter_schema=parameter_schema or {}, job_variables=job_variables or {},
+                    tags=tags or [], description=description,
+                    concurrency_limit=concurrency_limit, paused=paused,
+                )
+                s.add(row)
+                s.flush()
+                return _deployment(row)
+        except IntegrityError as exc:
+            raise AlreadyExists(f"a deployment named {full!r} already exists",
+                                field="name") from exc
+
+    def _deployment_row(self, s: Session, deployment_id: uuid.UUID) -> DeploymentRow:
+        row = s.get(DeploymentRow, deployment_id)
+        if row is None:
+            raise NotFound(f"no deployment with id {deployment_id}", field="deployment")
+        return row
+
+    def get_deployment(self, deployment_id: uuid.UUID) -> Deployment:
+        with self._session() as s:
+            return _deployment(self._deployment_row(s, deployment_id))
+
+    def get_deployment_by_name(self, flow_name: str, name: str) -> Deployment:
+        with self._session() as s:
+            row = s.scalar(sa.select(DeploymentRow).where(
+                DeploymentRow.flow_name == flow_name, DeploymentRow.name == name))
+            if row is None:
+                raise NotFound(f"no deployment named {flow_name}/{name}", field="deployment")
+            return _deployment(row)
+
+    def list_deployments(self, *, pool_name: str | None = None) -> list[Deployment]:
+        with self._session() as s:
+            query = sa.select(DeploymentRow).order_by(DeploymentRow.flow_name, DeploymentRow.name)
+            if pool_name is not None:
+                pool = self._pool_row(s, pool_name)
+                query = query.where(DeploymentRow.pool_id == pool.id)
+            return [_deployment(r) for r in s.scalars(query)]
+
+    def update_deployment(self, deployment_id: uuid.UUID, changes: dict[str, Any]) -> Deployment:
+        unknown = set(changes) - DEPLOYMENT_FIELDS
+        if unknown:
+            raise InvalidInput(f"deployment has no field {sorted(unknown)[0]!r}",
+                               field=sorted(unknown)[0])
+        with self._session() as s:
+            row = self._deployment_row(s, deployment_id)
+            for key, value in changes.items():
+                if key == "pool_name":
+                    row.pool = self._pool_row(s, value)
+                else:
+                    setattr(row, key, value)
+            row.updated_at = utcnow()
+            s.flush()
+            return _deployment(row)
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> None:
+        with self._session() as s:
+            row = self._deployment_row(s, deployment_id)
+            active = s.scalar(
+                sa.select(sa.func.count()).select_from(RunRow).where(
+                    RunRow.deployment_id == row.id,
+                    RunRow.state.notin_([st.value for st in TERMINAL_STATES]),
+                )
+            )
+            if active:
+                raise Conflict(
+                    f"deployment {row.flow_name}/{row.name} has {active} run(s) not finished "
+                    "yet; cancel them first",
+                    field="deployment",
+                )
+            s.execute(sa.delete(RunRow).where(RunRow.deployment_id == row.id))
+            s.delete(row)
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def create_run(self, deployment: Deployment, *, parameters: dict[str, Any],
+                   job_variables: dict[str, Any], scheduled_time: datetime | None = None) -> Run:
+        now = utcnow()
+        with self._session() as s:
+            dep = self._deployment_row(s, deployment.id)
+            row = RunRow(
+                deployment_id=dep.id, pool_id=dep.pool_id, pool=dep.pool,
+                flow_name=dep.flow_name, deployment_name=f"{dep.flow_name}/{dep.name}",
+                state=RunState.SCHEDULED.value, parameters=parameters,
+                job_variables=job_variables, scheduled_time=scheduled_time or now,
+                created_at=now, updated_at=now,
+            )
+            row.history.append(StateHistoryRow(state=RunState.SCHEDULED.value, timestamp=now))
+            s.add(row)
+            s.flush()
+            return _run(row)
+
+    def _run_row(self, s: Session, run_id: uuid.UUID, *, lock: bool = False) -> RunRow:
+        query = sa.select(RunRow).where(RunRow.id == run_id)
+        if lock:
+            # Lock only the run row; joined pool rows need no lock and PostgreSQL refuses
+            # FOR UPDATE on the nullable side of an outer join.
+            query = query.with_for_update(of=RunRow)
+        row = s.scalar(query)
+        if row is None:
+            raise NotFound(f"no run with id {run_id}", field="run")
+        return row
+
+    def get_run(self, run_id: uuid.UUID) -> Run:
+        with self._session() as s:
+            return _run(self._run_row(s, run_id))
+
+    def list_runs(self, *, pool_name: str | None = None, deployment_id: uuid.UUID | None = None,
+                  states: list[RunState] | None = None, since: datetime | None = None,
+                  until: datetime | None = None, limit: int = 100,
+                  offset: int = 0) -> list[Run]:
+        with self._session() as s:
+            query = sa.select(RunRow).order_by(RunRow.scheduled_time.desc(), RunRow.id)
+            if pool_name is not None:
+                query = query.where(RunRow.pool_id == self._pool_row(s, pool_name).id)
+            if deployment_id is not None:
+                query = query.where(RunRow.deployment_id == deployment_id)
+            if states:
+                query = query.where(RunRow.state.in_([st.value for st in states]))
+            if since is not None:
+                query = query.where(RunRow.scheduled_time >= since)
+            if until is not None:
+                query = query.where(RunRow.scheduled_time < until)
+            return [_run(r) for r in s.scalars(query.limit(limit).offset(offset))]
+
+    def set_run_state(self, run_id: uuid.UUID, state: RunState, *, message: str | None = None,
+                      transition_id: str | None = None) -> StateResult:
+        """Apply one transition. A transition id seen before changes nothing."""
+        try:
+            with self._session() as s:
+                row = self._run_row(s, run_id, lock=True)
+                if transition_id and any(h.transition_id == transition_id for h in row.history):
+                    return StateResult(run=_run(row), applied=False)
+                self._transition(row, state, message, transition_id)
+                s.flush()
+                return StateResult(run=_run(row), applied=True)
+        except IntegrityError:
+            # The same transition id committed concurrently: report the state it produced.
+            return StateResult(run=self.get_run(run_id), applied=False)
+
+    @staticmethod
+    def _transition(row: RunRow, state: RunState, message: str | None,
+                    transition_id: str | None) -> None:
+        check_transition(RunState(row.state), state)
+        now = utcnow()
+        row.state = state.value
+        row.state_message = message
+        row.updated_at = now
+        if state == RunState.RUNNING and row.started_at is None:
+            row.started_at = now
+        if state in TERMINAL_STATES:
+            row.ended_at = now
+        row.history.append(StateHistoryRow(
+            state=state.value, message=message, transition_id=transition_id, timestamp=now))
+
+    def cancel_run(self, run_id: uuid.UUID, *, transition_id: str | None = None) -> StateResult:
+        """Nothing submitted yet → CANCELLED at once; otherwise CANCELLING, and the dispatcher
+        stops what the provider runs."""
+        with self._session() as s:
+            row = self._run_row(s, run_id, lock=True)
+            if transition_id and any(h.transition_id == transition_id for h in row.history):
+                return StateResult(run=_run(row), applied=False)
+            current = RunState(row.state)
+            target = RunState.CANCELLED if current == RunState.SCHEDULED else RunState.CANCELLING
+            self._transition(row, target, "cancelled by user", transition_id)
+            s.flush()
+            return StateResult(run=_run(row), applied=True)
+
+    def heartbeat(self, run_id: uuid.UUID) -> Run:
+        with self._session() as s:
+            row = self._run_row(s, run_id, lock=True)
+            row.last_heartbeat_at = utcnow()
+            s.flush()
+            return _run(row)
+
+    def verify_run_token(self, run_id: uuid.UUID, secret: str) -> bool:
+        with self._session() as s:
+            token_hash = s.scalar(sa.select(RunRow.run_token_hash).where(RunRow.id == run_id))
+            return bool(token_hash) and secrets_match(secret, token_hash)
+
+    # --- dispatching ------------------------------------------------------------------------
+
+    def claim_due_runs(self, *, claimed_by: str, lease_seconds: float, limit: int = 50,
+                       now: datetime | None = None) -> list[Claim]:
+        """Move due SCHEDULED runs of unpaused push pools to PENDING with a new attempt.
+
+        Concurrency limits of pools and deployments are respected: a run over a limit stays
+        SCHEDULED. PostgreSQL replicas skip rows another replica has locked.
+        """
+        now = now or utcnow()
+        claims: list[Claim] = []
+        with self._session() as s:
+            query = (
+                sa.select(RunRow)
+                .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
+                .join(PoolRow, PoolRow.id == RunRow.pool_id)
+                .where(
+                    RunRow.state == RunState.SCHEDULED.value,
+                    RunRow.scheduled_time <= now,
+                    sa.or_(RunRow.not_before.is_(None), RunRow.not_before <= now),
+                    PoolRow.type.like("%:push"),
+                    PoolRow.paused.is_(False),
+                    DeploymentRow.paused.is_(False),
+                )
+                .order_by(RunRow.scheduled_time, RunRow.id)
+                .limit(limit)
+                .with_for_update(of=RunRow, skip_locked=True)
+            )
+            candidates = list(s.scalars(query).unique())
+            if not candidates:
+                return []
+            active_by_pool = self._active_counts(s, RunRow.pool_id)
+            active_by_deployment = self._active_counts(s, RunRow.deployment_id)
+            for row in candidates:
+                deployment = s.get(DeploymentRow, row.deployment_id)
+                assert deployment is not None
+                pool = row.pool
+                if pool.concurrency_limit is not None and \
+                        active_by_pool.get(pool.id, 0) >= pool.concurrency_limit:
+                    continue
+                if deployment.concurrency_limit is not None and \
+                        active_by_deployment.get(deployment.id, 0) >= deployment.concurrency_limit:
+                    continue
+                active_by_pool[pool.id] = active_by_pool.get(pool.id, 0) + 1
+                active_by_deployment[deployment.id] = active_by_deployment.get(deployment.id, 0) + 1
+                claims.append(self._claim(s, row, deployment, claimed_by, lease_seconds, now))
+            s.flush()
+        return claims
+
+    @staticmethod
+    def _active_counts(s: Session, column: Any) -> dict[uuid.UUID, int]:
+        rows = s.execute(
+            sa.select(column, sa.func.count())
+            .where(RunRow.state.in_([st.value for st in ACTIVE_STATES]))
+            .group_by(column)
+        )
+        return {key: count for key, count in rows}
+
+    def _claim(self, s: Session, row: RunRow, deployment: DeploymentRow, claimed_by: str,
+               lease_seconds: float, now: datetime) -> Claim:
+        number = len(row.attempts) + 1
+        attempt = AttemptRow(
+            run_id=row.id, number=number, idempotency_key=f"skl-{row.id.hex}-{number}",
+            claimed_by=claimed_by, lease_expires_at=now + timedelta(seconds=lease_seconds),
+            created_at=now,
+        )
+        row.attempts.append(attempt)
+        token, token_hash = generate_run_token(row.id)
+        row.run_token_hash = token_hash
+        row.not_before = None
+        self._transition(row, RunState.PENDING, f"claimed by {claimed_by}", None)
+        s.flush()
+        return Claim(
+            run=_run(row), deployment=_deployment(deployment), pool=_pool(row.pool),
+            attempt=RunAttempt.model_validate(attempt), run_token=token,
+        )
+
+    def record_submission(self, idempotency_key: str, provider_ref: str) -> None:
+        with self._session() as s:
+            attempt = self._attempt_row(s, idempotency_key)
+            attempt.provider_ref = provider_ref
+            attempt.submitted_at = utcnow()
+            attempt.lease_expires_at = None
+
+    def record_submission_failure(self, idempotency_key: str, error: str, *,
+                                  retry_at: datetime | None) -> Run:
+        """A submit that failed: back to SCHEDULED (not before `retry_at`) or FAILED."""
+        with self._session() as s:
+            attempt = self._attempt_row(s, idempotency_key)
+            attempt.error = error
+            attempt.ended_at = utcnow()
+            attempt.lease_expires_at = None
+            row = self._run_row(s, attempt.run_id, lock=True)
+            current = RunState(row.state)
+            if current == RunState.CANCELLING:
+                self._transition(row, RunState.CANCELLED, "cancelled before submission", None)
+            elif current == RunState.PENDING:
+                if retry_at is None:
+                    self._transition(row, RunState.FAILED, f"submission failed: {error}", None)
+                else:
+                    self._transition(row, RunState.SCHEDULED,
+                                     f"submission will be retried: {error}", None)
+                    row.not_before = retry_at
+            s.flush()
+            return _run(row)
+
+    def _attempt_row(self, s: Session, idempotency_key: str) -> AttemptRow:
+        attempt = s.scalar(sa.select(AttemptRow).where(
+            AttemptRow.idempotency_key == idempotency_key))
+        if attempt is None:
+            raise NotFound(f"no attempt with key {idempotency_key}", field="attempt")
+        return attempt
+
+    def update_attempt(self, idempotency_key: str, **fields: Any) -> None:
+        allowed = {"cancel_requested_at", "provider_ended_at", "cleaned_up_at", "ended_at",
+                   "error"}
+        with self._session() as s:
+            attempt = self._attempt_row(s, idempotency_key)
+            for key, value in fields.items():
+                if key not in allowed:
+                    raise ValueError(f"attempt field {key} is not updatable")
+                setattr(attempt, key, value)
+
+    def watched_submissions(self) -> list[Submission]:
+        """Submitted attempts not cleaned up yet, with their run and pool."""
+        with self._session() as s:
+            attempts = s.scalars(
+                sa.select(AttemptRow)
+                .where(AttemptRow.provider_ref.is_not(None), AttemptRow.cleaned_up_at.is_(None))
+                .order_by(AttemptRow.id)
+            ).all()
+            result = []
+            for attempt in attempts:
+                row = self._run_row(s, attempt.run_id)
+                result.append(Submission(
+                    run=_run(row), pool=_pool(row.pool),
+                    attempt=RunAttempt.model_validate(attempt)))
+            return result
+
+    def expired_claims(self, now: datetime | None = None) -> list[Claim]:
+        """Attempts whose claim lease ran out before a provider ref was recorded (the dispatcher
+        died mid-submit). Each is leased again to the caller; the run token is not rotated here
+        because what the provider may already run still holds it (see `issue_run_token`)."""
+        now = now or utcnow()
+        claims = []
+        with self._session() as s:
+            attempts = s.scalars(
+                sa.select(AttemptRow).where(
+                    AttemptRow.provider_ref.is_(None),
+                    AttemptRow.ended_at.is_(None),
+                    AttemptRow.lease_expires_at.is_not(None),
+                    AttemptRow.lease_expires_at < now,
+                ).with_for_update(of=AttemptRow, skip_locked=True)
+            ).all()
+            for attempt in attempts:
+                row = self._run_row(s, attempt.run_id)
+                deployment = s.get(DeploymentRow, row.deployment_id)
+                assert deployment is not None
+                attempt.lease_expires_at = now + timedelta(seconds=DEFAULT_LEASE_SECONDS)
+                claims.append(Claim(
+                    run=_run(row), deployment=_deployment(deployment), pool=_pool(row.pool),
+                    attempt=RunAttempt.model_validate(attempt), run_token=None))
+            s.flush()
+        return claims
+
+    def issue_run_token(self, run_id: uuid.UUID) -> str:
+        """A new token for the run; the previous one stops working."""
+        with self._session() as s:
+            row = self._run_row(s, run_id, lock=True)
+            token, row.run_token_hash = generate_run_token(row.id)
+            return token
+
+    # --- logs -------------------------------------------------------------------------------
+
+    def add_logs(self, run_id: uuid.UUID, entries: list[LogEntry]) -> int:
+        with self._session() as s:
+            if s.scalar(sa.select(RunRow.id).where(RunRow.id == run_id)) is None:
+                raise NotFound(f"no run with id {run_id}", field="run")
+            if entries:
+                s.execute(sa.insert(LogRow), [
+                    {"run_id": run_id, "timestamp": e.timestamp, "level": e.level,
+                     "stream": e.stream, "message": e.message}
+                    for e in entries
+                ])
+            return len(entries)
+
+    def read_logs(self, run_id: uuid.UUID, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
+        with self._session() as s:
+            if s.scalar(sa.select(RunRow.id).where(RunRow.id == run_id)) is None:
+                raise NotFound(f"no run with id {run_id}", field="run")
+            rows = s.scalars(
+                sa.select(LogRow).where(LogRow.run_id == run_id, LogRow.id > after)
+                .order_by(LogRow.id).limit(limit)
+            )
+            return [LogLine.model_validate(r) for r in rows]
+
+    # --- API keys ---------------------------------------------------------------------------
+
+    def create_api_key(self, *, name: str, scopes: list[ApiScope],
+                       expires_at: datetime | None = None) -> tuple[ApiKeyInfo, str]:
+        """A new key; its plaintext is returned once and never stored."""
+        new = generate_api_key()
+        with self._session() as s:
+            row = ApiKeyRow(id=new.key_id, name=name, secret_hash=new.secret_hash,
+                            scopes=[sc.value for sc in scopes], expires_at=expires_at,
+                            created_at=utcnow())
+            s.add(row)
+            s.flush()
+            return _api_key(row), new.plaintext
+
+    def verify_api_key(self, key_id: str, secret: str, *,
+                       now: datetime | None = None) -> ApiKeyInfo | None:
+        now = now or utcnow()
+        with self._session() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row is None or not secrets_match(secret, row.secret_hash):
+                return None
+            if row.revoked_at is not None or (row.expires_at and row.expires_at <= now):
+                return None
+            return _api_key(row)
+
+    def list_api_keys(self) -> list[ApiKeyInfo]:
+        with self._session() as s:
+            return [_api_key(r) for r in s.scalars(
+                sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at))]
+
+    def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
+        with self._session() as s:
+            row = s.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFound(f"no API key with id {key_id!r}", field="key")
+            row.revoked_at = row.revoked_at or utcnow()
+            s.flush()
+            return _api_key(row)
+
+    def has_admin_key(self) -> bool:
+        with self._session() as s:
+            for row in s.scalars(sa.select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))):
+                if ApiScope.ADMIN.value in row.scopes:
+                    return True
+            return False

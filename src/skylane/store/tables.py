@@ -1,0 +1,193 @@
+"""Table definitions (SQLAlchemy 2 ORM). Schema changes go through an Alembic migration."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class PoolRow(Base):
+    __tablename__ = "pools"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    type: Mapped[str] = mapped_column(sa.String(64))
+    base_job_template: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    concurrency_limit: Mapped[int | None] = mapped_column(sa.Integer)
+    paused: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    credentials: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    provisioned_resources: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+    __table_args__ = (sa.UniqueConstraint("flow_name", "name", name="uq_deployments_flow_name"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    flow_name: Mapped[str] = mapped_column(sa.String(200))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id"), index=True)
+    entrypoint: Mapped[str] = mapped_column(sa.Text)
+    image: Mapped[str | None] = mapped_column(sa.Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    parameter_schema: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    job_variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    description: Mapped[str | None] = mapped_column(sa.Text)
+    concurrency_limit: Mapped[int | None] = mapped_column(sa.Integer)
+    paused: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    pool: Mapped[PoolRow] = relationship(lazy="joined")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        sa.Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
+        sa.Index("ix_runs_pool_state", "pool_id", "state"),
+        sa.Index("ix_runs_deployment_state", "deployment_id", "state"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deployments.id", ondelete="CASCADE")
+    )
+    pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id"))
+    flow_name: Mapped[str] = mapped_column(sa.String(200))
+    deployment_name: Mapped[str] = mapped_column(sa.String(401))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    state_message: Mapped[str | None] = mapped_column(sa.Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    job_variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    scheduled_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Earliest time the dispatcher may claim the run again after a retryable submit failure.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    run_token_hash: Mapped[str | None] = mapped_column(sa.String(64))
+
+    pool: Mapped[PoolRow] = relationship(lazy="joined")
+    history: Mapped[list[StateHistoryRow]] = relationship(
+        order_by="StateHistoryRow.id", lazy="selectin", cascade="all, delete-orphan"
+    )
+    attempts: Mapped[list[AttemptRow]] = relationship(
+        order_by="AttemptRow.number", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+
+class StateHistoryRow(Base):
+    __tablename__ = "run_state_history"
+    __table_args__ = (
+        # A repeated transition id is recognised by this constraint, not by a racy lookup.
+        sa.UniqueConstraint("run_id", "transition_id", name="uq_run_state_history_transition"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    transition_id: Mapped[str | None] = mapped_column(sa.String(100))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AttemptRow(Base):
+    __tablename__ = "run_attempts"
+    __table_args__ = (sa.UniqueConstraint("run_id", "number", name="uq_run_attempts_number"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    number: Mapped[int] = mapped_column(sa.Integer)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(100), unique=True)
+    claimed_by: Mapped[str | None] = mapped_column(sa.String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_ref: Mapped[str | None] = mapped_column(sa.Text)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    provider_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cleaned_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LogRow(Base):
+    __tablename__ = "run_logs"
+    __table_args__ = (sa.Index("ix_run_logs_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    run_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"))
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime)
+    level: Mapped[str] = mapped_column(sa.String(16))
+    stream: Mapped[str] = mapped_column(sa.String(16))
+    message: Mapped[str] = mapped_column(sa.Text)
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    secret_hash: Mapped[str] = mapped_column(sa.String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,116 @@
+"""Fixtures shared by every test: databases (SQLite always, PostgreSQL when reachable), a store,
+the API app with a real admin key.
+
+PostgreSQL: `SKYLANE_TEST_POSTGRES_URL` (default postgresql://postgres@127.0.0.1:5432/test). Each
+test session creates its own database there and drops it at the end, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.engine import make_url
+
+from skylane.api.app import create_app
+from skylane.models import ApiScope
+from skylane.settings import Settings, normalize_database_url
+from skylane.store import create_engine_for, migrate
+from skylane.store.repository import Store
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_admin_url() -> str:
+    return normalize_database_url(os.environ.get("SKYLANE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+
+
+def _postgres_reason() -> str | None:
+    try:
+        engine = sa.create_engine(postgres_admin_url(), connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # any failure means: skip, and say why
+        return f"PostgreSQL not reachable at {make_url(postgres_admin_url())!r}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """URL of a database created for this test session (dropped at the end)."""
+    reason = _postgres_reason()
+    if reason:
+        if os.environ.get("SKYLANE_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
+    name = f"skylane_test_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'skylane.db'}"
+    url = request.getfixturevalue("postgres_server_url")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    engine = create_engine_for(database_url)
+    migrate(engine)
+    yield Store(engine)
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads or writes the developer's real config or data directory."""
+    home = tmp_path_factory.mktemp("skylane-home")
+    monkeypatch.setenv("SKYLANE_HOME", str(home))
+    for name in ("SKYLANE_API_URL", "SKYLANE_API_KEY", "SKYLANE_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(dispatcher_interval_seconds=0.2, crash_grace_seconds=0.5,
+                    cancel_grace_seconds=2.0)
+
+
+@pytest.fixture
+def admin_key(store: Store) -> str:
+    _, key = store.create_api_key(name="test-admin", scopes=[ApiScope.ADMIN])
+    return key
+
+
+@pytest.fixture
+def api(store: Store, settings: Settings, admin_key: str) -> Iterator[TestClient]:
+    """The API (no background services) with the admin key on every request."""
+    app = create_app(settings, store)
+    with TestClient(app, headers={"Authorization": f"Bearer {admin_key}"}) as client:
+        yield client
