@@ -86,8 +86,9 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory,
-                   monkeypatch: pytest.MonkeyPatch) -> Path:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """No test reads or writes the developer's real config or data directory."""
     home = tmp_path_factory.mktemp("skylane-home")
     monkeypatch.setenv("SKYLANE_HOME", str(home))
@@ -98,8 +99,9 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(dispatcher_interval_seconds=0.2, crash_grace_seconds=0.5,
-                    cancel_grace_seconds=2.0)
+    return Settings(
+        dispatcher_interval_seconds=0.2, crash_grace_seconds=0.5, cancel_grace_seconds=2.0
+    )
 
 
 @pytest.fixture

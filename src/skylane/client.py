@@ -59,8 +59,9 @@ def _raise_for(response: httpx.Response) -> None:
     code = body.get("code", "")
     message = body.get("message") or f"HTTP {response.status_code} from {response.url.path}"
     if code == "illegal_transition":
-        raise IllegalTransition(message, current_state=body.get("details", {}).get(
-            "current_state", "UNKNOWN"))
+        raise IllegalTransition(
+            message, current_state=body.get("details", {}).get("current_state", "UNKNOWN")
+        )
     cls = _ERRORS_BY_CODE.get(code, SkylaneError)
     error = cls(message, field=body.get("field"), details=body.get("details"))
     error.status_code = response.status_code
@@ -68,12 +69,19 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 class SkylaneClient:
-    def __init__(self, api_url: str, api_key: str | None = None, *, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.api_url = api_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout,
-                                  transport=transport)
+        self._http = httpx.Client(
+            base_url=self.api_url, headers=headers, timeout=timeout, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -126,39 +134,58 @@ class SkylaneClient:
 
     def list_deployments(self, pool: str | None = None) -> list[Deployment]:
         params = {"pool": pool} if pool else None
-        return [Deployment.model_validate(d)
-                for d in self._request("GET", "/api/deployments", params=params)]
+        return [
+            Deployment.model_validate(d)
+            for d in self._request("GET", "/api/deployments", params=params)
+        ]
 
     def get_deployment_by_name(self, full_name: str) -> Deployment:
         flow_name, sep, name = full_name.partition("/")
         if not sep or not flow_name or not name:
-            raise InvalidInput(f"deployment names look like FLOW/NAME, got {full_name!r}",
-                               field="deployment")
+            raise InvalidInput(
+                f"deployment names look like FLOW/NAME, got {full_name!r}", field="deployment"
+            )
         return Deployment.model_validate(
-            self._request("GET", f"/api/deployments/by-name/{flow_name}/{name}"))
+            self._request("GET", f"/api/deployments/by-name/{flow_name}/{name}")
+        )
 
     def update_deployment(self, deployment_id: uuid.UUID, **changes: Any) -> Deployment:
         return Deployment.model_validate(
-            self._request("PATCH", f"/api/deployments/{deployment_id}", json=changes))
+            self._request("PATCH", f"/api/deployments/{deployment_id}", json=changes)
+        )
 
     def delete_deployment(self, deployment_id: uuid.UUID) -> None:
         self._request("DELETE", f"/api/deployments/{deployment_id}")
 
-    def create_run(self, deployment_id: uuid.UUID, *, parameters: dict[str, Any] | None = None,
-                   job_variables: dict[str, Any] | None = None,
-                   scheduled_time: datetime | None = None) -> Run:
-        body: dict[str, Any] = {"parameters": parameters or {},
-                                "job_variables": job_variables or {}}
+    def create_run(
+        self,
+        deployment_id: uuid.UUID,
+        *,
+        parameters: dict[str, Any] | None = None,
+        job_variables: dict[str, Any] | None = None,
+        scheduled_time: datetime | None = None,
+    ) -> Run:
+        body: dict[str, Any] = {
+            "parameters": parameters or {},
+            "job_variables": job_variables or {},
+        }
         if scheduled_time is not None:
             body["scheduled_time"] = scheduled_time.isoformat()
         return Run.model_validate(
-            self._request("POST", f"/api/deployments/{deployment_id}/runs", json=body))
+            self._request("POST", f"/api/deployments/{deployment_id}/runs", json=body)
+        )
 
     # --- runs ---------------------------------------------------------------------------------
 
-    def list_runs(self, *, pool: str | None = None, deployment: uuid.UUID | None = None,
-                  states: list[RunState] | None = None, limit: int = 100,
-                  offset: int = 0) -> list[Run]:
+    def list_runs(
+        self,
+        *,
+        pool: str | None = None,
+        deployment: uuid.UUID | None = None,
+        states: list[RunState] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if pool:
             params["pool"] = pool
@@ -174,17 +201,29 @@ class SkylaneClient:
     def get_execution(self, run_id: uuid.UUID | str) -> RunExecution:
         return RunExecution.model_validate(self._request("GET", f"/api/runs/{run_id}/execution"))
 
-    def set_state(self, run_id: uuid.UUID | str, state: RunState, *, message: str | None = None,
-                  transition_id: str | None = None) -> StateResult:
-        body = {"state": state.value, "message": message,
-                "transition_id": transition_id or uuid.uuid4().hex}
+    def set_state(
+        self,
+        run_id: uuid.UUID | str,
+        state: RunState,
+        *,
+        message: str | None = None,
+        transition_id: str | None = None,
+    ) -> StateResult:
+        body = {
+            "state": state.value,
+            "message": message,
+            "transition_id": transition_id or uuid.uuid4().hex,
+        }
         return StateResult.model_validate(
-            self._request("POST", f"/api/runs/{run_id}/state", json=body))
+            self._request("POST", f"/api/runs/{run_id}/state", json=body)
+        )
 
     def cancel_run(self, run_id: uuid.UUID | str) -> StateResult:
         return StateResult.model_validate(
-            self._request("POST", f"/api/runs/{run_id}/cancel",
-                          json={"transition_id": uuid.uuid4().hex}))
+            self._request(
+                "POST", f"/api/runs/{run_id}/cancel", json={"transition_id": uuid.uuid4().hex}
+            )
+        )
 
     def heartbeat(self, run_id: uuid.UUID | str) -> Run:
         return Run.model_validate(self._request("POST", f"/api/runs/{run_id}/heartbeat"))
@@ -194,16 +233,22 @@ class SkylaneClient:
             return 0
         return self._request("POST", f"/api/runs/{run_id}/logs", json={"logs": logs})["accepted"]
 
-    def read_logs(self, run_id: uuid.UUID | str, *, after: int = 0,
-                  limit: int = 1000) -> list[LogLine]:
-        return [LogLine.model_validate(line) for line in self._request(
-            "GET", f"/api/runs/{run_id}/logs", params={"after": after, "limit": limit})]
+    def read_logs(
+        self, run_id: uuid.UUID | str, *, after: int = 0, limit: int = 1000
+    ) -> list[LogLine]:
+        return [
+            LogLine.model_validate(line)
+            for line in self._request(
+                "GET", f"/api/runs/{run_id}/logs", params={"after": after, "limit": limit}
+            )
+        ]
 
     def follow_logs(self, run_id: uuid.UUID | str, *, after: int = 0) -> Iterator[dict[str, Any]]:
         """Yield log events, then one `{"type": "end", "state": ...}` when the run is over."""
         try:
-            with self._http.stream("GET", f"/api/runs/{run_id}/logs/follow",
-                                   params={"after": after}, timeout=None) as response:
+            with self._http.stream(
+                "GET", f"/api/runs/{run_id}/logs/follow", params={"after": after}, timeout=None
+            ) as response:
                 if not response.is_success:
                     response.read()
                     _raise_for(response)
@@ -215,8 +260,9 @@ class SkylaneClient:
 
     # --- API keys -----------------------------------------------------------------------------
 
-    def create_api_key(self, name: str, scopes: list[str],
-                       expires_at: datetime | None = None) -> dict[str, Any]:
+    def create_api_key(
+        self, name: str, scopes: list[str], expires_at: datetime | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"name": name, "scopes": scopes}
         if expires_at:
             body["expires_at"] = expires_at.isoformat()

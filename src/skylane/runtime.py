@@ -67,8 +67,9 @@ def _now() -> str:
 class LogShipper:
     """Collects log lines from any thread and sends them in batches from one thread."""
 
-    def __init__(self, client: SkylaneClient, run_id: str, *, interval: float,
-                 echo: Callable[[str], None]) -> None:
+    def __init__(
+        self, client: SkylaneClient, run_id: str, *, interval: float, echo: Callable[[str], None]
+    ) -> None:
         self._client = client
         self._run_id = run_id
         self._interval = interval
@@ -96,8 +97,14 @@ class LogShipper:
                 batch.append(self._queue.get_nowait())
         if self._dropped and len(batch) < LOG_BATCH_SIZE:
             dropped, self._dropped = self._dropped, 0
-            batch.append({"timestamp": _now(), "level": "WARNING", "stream": "system",
-                          "message": f"{dropped} log lines were dropped (buffer full)"})
+            batch.append(
+                {
+                    "timestamp": _now(),
+                    "level": "WARNING",
+                    "stream": "system",
+                    "message": f"{dropped} log lines were dropped (buffer full)",
+                }
+            )
         return batch
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
@@ -241,8 +248,9 @@ class RunReporter:
         transition_id = uuid.uuid4().hex  # fixed across retries of this one report
         if message and len(message) > MAX_MESSAGE_CHARS:
             message = "…" + message[-MAX_MESSAGE_CHARS:]
-        result = _with_retries(self.client.set_state, self.run_id, state, message=message,
-                               transition_id=transition_id)
+        result = _with_retries(
+            self.client.set_state, self.run_id, state, message=message, transition_id=transition_id
+        )
         return result.run.state
 
     def current_state(self) -> RunState:
@@ -286,7 +294,9 @@ def _call(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
 
 
 def _read_environment() -> tuple[str, str, str]:
-    missing = [name for name in (ENV_RUN_ID, ENV_API_URL, ENV_RUN_TOKEN) if not os.environ.get(name)]
+    missing = [
+        name for name in (ENV_RUN_ID, ENV_API_URL, ENV_RUN_TOKEN) if not os.environ.get(name)
+    ]
     if missing:
         raise SkylaneError(
             f"missing environment variable(s) {', '.join(missing)}: `skylane run execute` runs "
@@ -310,8 +320,9 @@ def execute() -> int:
         return _execute(client, run_id, settings.heartbeat_seconds, settings.log_batch_seconds)
 
 
-def _execute(client: SkylaneClient, run_id: str, heartbeat_seconds: float,
-             log_batch_seconds: float) -> int:
+def _execute(
+    client: SkylaneClient, run_id: str, heartbeat_seconds: float, log_batch_seconds: float
+) -> int:
     reporter = RunReporter(client, run_id)
     stderr = sys.stderr
     try:
@@ -324,8 +335,9 @@ def _execute(client: SkylaneClient, run_id: str, heartbeat_seconds: float,
         print(f"skylane: cannot start run {run_id}: {exc}", file=stderr)
         return EXIT_FAILED
 
-    shipper = LogShipper(client, run_id, interval=log_batch_seconds,
-                         echo=lambda text: stderr.write(text))
+    shipper = LogShipper(
+        client, run_id, interval=log_batch_seconds, echo=lambda text: stderr.write(text)
+    )
     shipper.start()
     heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
     heartbeat.start()

@@ -39,8 +39,12 @@ def _install_error_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         first = errors[0] if errors else {"field": "", "message": "invalid request"}
-        body = {"code": "invalid", "message": f"{first['field']}: {first['message']}",
-                "field": first["field"], "details": {"errors": errors}}
+        body = {
+            "code": "invalid",
+            "message": f"{first['field']}: {first['message']}",
+            "field": first["field"],
+            "details": {"errors": errors},
+        }
         return JSONResponse({"error": body}, status_code=422)
 
     @app.exception_handler(Exception)

@@ -79,7 +79,8 @@ class StateSet(_Body):
     state: RunState
     message: str | None = Field(default=None, max_length=100_000)
     transition_id: str | None = Field(
-        default=None, max_length=100,
+        default=None,
+        max_length=100,
         description="Client-chosen id; repeating it returns the current state unchanged.",
     )
 

@@ -63,9 +63,14 @@ def create_pool(store: Store, body: PoolCreate) -> Pool:
     else:
         template = templates.validate_base_job_template(body.base_job_template)
     return store.create_pool(
-        name=body.name, type=pool_type.name, base_job_template=template,
-        concurrency_limit=body.concurrency_limit, paused=body.paused, settings=body.settings,
-        credentials=body.credentials, description=body.description,
+        name=body.name,
+        type=pool_type.name,
+        base_job_template=template,
+        concurrency_limit=body.concurrency_limit,
+        paused=body.paused,
+        settings=body.settings,
+        credentials=body.credentials,
+        description=body.description,
     )
 
 
@@ -75,7 +80,8 @@ def update_pool(store: Store, name: str, body: PoolUpdate) -> Pool:
     if "base_job_template" in changes:
         if changes["base_job_template"] is None:
             changes["base_job_template"] = adapter_class(
-                parse_pool_type(pool.type).provider).default_template()
+                parse_pool_type(pool.type).provider
+            ).default_template()
         template = templates.validate_base_job_template(changes["base_job_template"])
         # A template change must not strand existing deployments with job variables the new
         # schema rejects: refuse it, naming the deployment, rather than fail their runs later.
@@ -100,8 +106,11 @@ def _pool_for(store: Store, pool_name: str) -> Pool:
     try:
         return store.get_pool(pool_name)
     except NotFound as exc:
-        raise InvalidInput(f"no pool named {pool_name!r}; create it first with "
-                           f"'skylane pool create {pool_name} --type TYPE'", field="pool") from exc
+        raise InvalidInput(
+            f"no pool named {pool_name!r}; create it first with "
+            f"'skylane pool create {pool_name} --type TYPE'",
+            field="pool",
+        ) from exc
 
 
 def _check_parameter_schema(schema: dict[str, Any]) -> None:
@@ -109,12 +118,15 @@ def _check_parameter_schema(schema: dict[str, Any]) -> None:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
         path = ".".join(str(p) for p in exc.path)
-        raise InvalidInput(f"not a valid JSON Schema: {exc.message}",
-                           field="parameter_schema" + (f".{path}" if path else "")) from exc
+        raise InvalidInput(
+            f"not a valid JSON Schema: {exc.message}",
+            field="parameter_schema" + (f".{path}" if path else ""),
+        ) from exc
 
 
-def _check_deployment(pool: Pool, *, parameters: dict[str, Any], schema: dict[str, Any],
-                      deployment_layers: list[Any]) -> None:
+def _check_deployment(
+    pool: Pool, *, parameters: dict[str, Any], schema: dict[str, Any], deployment_layers: list[Any]
+) -> None:
     _check_parameter_schema(schema)
     # Defaults may leave required parameters to each run.
     validate_parameters(_optional_required(schema), parameters)
@@ -127,27 +139,38 @@ def create_deployment(store: Store, body: DeploymentCreate) -> Deployment:
     parse_entrypoint(body.entrypoint)
     pool = _pool_for(store, body.pool)
     layers = [{"image": body.image} if body.image else None, body.job_variables]
-    _check_deployment(pool, parameters=body.parameters, schema=body.parameter_schema,
-                      deployment_layers=layers)
+    _check_deployment(
+        pool, parameters=body.parameters, schema=body.parameter_schema, deployment_layers=layers
+    )
     return store.create_deployment(
-        flow_name=body.flow_name, name=body.name, pool_name=pool.name,
-        entrypoint=body.entrypoint, image=body.image, parameters=body.parameters,
-        parameter_schema=body.parameter_schema, job_variables=body.job_variables,
-        tags=body.tags, description=body.description,
-        concurrency_limit=body.concurrency_limit, paused=body.paused,
+        flow_name=body.flow_name,
+        name=body.name,
+        pool_name=pool.name,
+        entrypoint=body.entrypoint,
+        image=body.image,
+        parameters=body.parameters,
+        parameter_schema=body.parameter_schema,
+        job_variables=body.job_variables,
+        tags=body.tags,
+        description=body.description,
+        concurrency_limit=body.concurrency_limit,
+        paused=body.paused,
     )
 
 
-def update_deployment(store: Store, deployment_id: uuid.UUID,
-                      body: DeploymentUpdate) -> Deployment:
+def update_deployment(store: Store, deployment_id: uuid.UUID, body: DeploymentUpdate) -> Deployment:
     changes = body.model_dump(exclude_unset=True)
     current = store.get_deployment(deployment_id)
     if "entrypoint" in changes:
         parse_entrypoint(changes["entrypoint"])
     merged = current.model_copy(update={k: v for k, v in changes.items() if k != "pool"})
     pool = _pool_for(store, changes.get("pool") or current.pool_name)
-    _check_deployment(pool, parameters=merged.parameters, schema=merged.parameter_schema,
-                      deployment_layers=job_variable_layers(merged))
+    _check_deployment(
+        pool,
+        parameters=merged.parameters,
+        schema=merged.parameter_schema,
+        deployment_layers=job_variable_layers(merged),
+    )
     if "pool" in changes:
         changes["pool_name"] = changes.pop("pool")
     return store.update_deployment(deployment_id, changes)
@@ -163,8 +186,12 @@ def create_run(store: Store, deployment_id: uuid.UUID, body: RunCreate) -> Run:
     validate_parameters(deployment.parameter_schema, parameters)
     variables = _variables_schema(pool)
     values = templates.merge_job_variables(
-        variables, image_layer(deployment), deployment.job_variables, body.job_variables)
+        variables, image_layer(deployment), deployment.job_variables, body.job_variables
+    )
     templates.validate_job_variables(variables, values)
-    return store.create_run(deployment, parameters=parameters,
-                            job_variables=body.job_variables,
-                            scheduled_time=body.scheduled_time)
+    return store.create_run(
+        deployment,
+        parameters=parameters,
+        job_variables=body.job_variables,
+        scheduled_time=body.scheduled_time,
+    )

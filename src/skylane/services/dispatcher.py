@@ -15,6 +15,7 @@ multi-replica, rate-limited dispatcher is a later step on the same contracts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -107,7 +108,8 @@ class Dispatcher:
 
     def submit_due_runs(self) -> int:
         claims = self.store.claim_due_runs(
-            claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds)
+            claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds
+        )
         for claim in claims:
             self._submit(claim)
         return len(claims)
@@ -118,12 +120,18 @@ class Dispatcher:
         try:
             adapter = self._adapter(claim.pool)
             _, job_configuration = templates.resolve_job_configuration(
-                claim.pool.base_job_template, *job_variable_layers(claim.deployment, claim.run))
+                claim.pool.base_job_template, *job_variable_layers(claim.deployment, claim.run)
+            )
             context = RunContext(
-                run_id=claim.run.id, flow_name=claim.run.flow_name,
-                deployment_name=claim.run.deployment_name, pool_name=claim.pool.name,
-                entrypoint=claim.deployment.entrypoint, api_url=self.api_url, run_token=token,
-                idempotency_key=key, image=claim.deployment.image,
+                run_id=claim.run.id,
+                flow_name=claim.run.flow_name,
+                deployment_name=claim.run.deployment_name,
+                pool_name=claim.pool.name,
+                entrypoint=claim.deployment.entrypoint,
+                api_url=self.api_url,
+                run_token=token,
+                idempotency_key=key,
+                image=claim.deployment.image,
             )
             request = adapter.render(job_configuration, context)
             ref = adapter.submit(request, key)
@@ -140,8 +148,10 @@ class Dispatcher:
         except Exception as exc:
             log.exception("run %s: unexpected error while submitting", claim.run.id)
             self.store.record_submission_failure(
-                key, f"unexpected {type(exc).__name__} in the dispatcher; see the server log",
-                retry_at=None)
+                key,
+                f"unexpected {type(exc).__name__} in the dispatcher; see the server log",
+                retry_at=None,
+            )
         else:
             self.store.record_submission(key, ref)
             log.info("run %s submitted to pool %s as %s", claim.run.id, claim.pool.name, ref)
@@ -184,8 +194,7 @@ class Dispatcher:
                     except ProviderError as exc:
                         log.warning("run %s: %s", submission.run.id, exc)
 
-    def _reconcile(self, adapter: Adapter, submission: Submission,
-                   status: ProviderState) -> None:
+    def _reconcile(self, adapter: Adapter, submission: Submission, status: ProviderState) -> None:
         run, attempt = submission.run, submission.attempt
         ref = attempt.provider_ref
         assert ref is not None
@@ -217,10 +226,8 @@ class Dispatcher:
             detail = f" ({status.message})" if status.message else ""
             target = RunState.CRASHED
             message = f"the run's process ended{code}{detail} without reporting a final state"
-        try:
+        # IllegalTransition: the runtime's own final report won the race, which is fine.
+        with contextlib.suppress(IllegalTransition):
             self.store.set_run_state(run.id, target, message=message)
-        except IllegalTransition:
-            pass  # the runtime's own report won the race
         adapter.cleanup(ref)
         self.store.update_attempt(key, cleaned_up_at=now, ended_at=now)
-

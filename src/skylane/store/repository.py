@@ -48,12 +48,30 @@ from skylane.store.tables import (
 DEFAULT_LEASE_SECONDS = 120
 ACTIVE_STATES = (RunState.PENDING, RunState.RUNNING, RunState.CANCELLING)
 POOL_FIELDS = frozenset(
-    {"type", "base_job_template", "concurrency_limit", "paused", "settings", "credentials",
-     "provisioned_resources", "description"}
+    {
+        "type",
+        "base_job_template",
+        "concurrency_limit",
+        "paused",
+        "settings",
+        "credentials",
+        "provisioned_resources",
+        "description",
+    }
 )
 DEPLOYMENT_FIELDS = frozenset(
-    {"entrypoint", "image", "parameters", "parameter_schema", "job_variables", "tags",
-     "description", "concurrency_limit", "paused", "pool_name"}
+    {
+        "entrypoint",
+        "image",
+        "parameters",
+        "parameter_schema",
+        "job_variables",
+        "tags",
+        "description",
+        "concurrency_limit",
+        "paused",
+        "pool_name",
+    }
 )
 
 
@@ -147,15 +165,28 @@ class Store:
 
     # --- pools ------------------------------------------------------------------------------
 
-    def create_pool(self, *, name: str, type: str, base_job_template: dict[str, Any],
-                    concurrency_limit: int | None = None, paused: bool = False,
-                    settings: dict[str, Any] | None = None,
-                    credentials: dict[str, Any] | None = None,
-                    description: str | None = None) -> Pool:
+    def create_pool(
+        self,
+        *,
+        name: str,
+        type: str,
+        base_job_template: dict[str, Any],
+        concurrency_limit: int | None = None,
+        paused: bool = False,
+        settings: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> Pool:
         row = PoolRow(
-            name=name, type=type, base_job_template=base_job_template,
-            concurrency_limit=concurrency_limit, paused=paused, settings=settings or {},
-            credentials=credentials, provisioned_resources=[], description=description,
+            name=name,
+            type=type,
+            base_job_template=base_job_template,
+            concurrency_limit=concurrency_limit,
+            paused=paused,
+            settings=settings or {},
+            credentials=credentials,
+            provisioned_resources=[],
+            description=description,
         )
         try:
             with self._session() as s:
@@ -187,8 +218,9 @@ class Store:
     def update_pool(self, name: str, changes: dict[str, Any]) -> Pool:
         unknown = set(changes) - POOL_FIELDS
         if unknown:
-            raise InvalidInput(f"pool has no field {sorted(unknown)[0]!r}",
-                               field=sorted(unknown)[0])
+            raise InvalidInput(
+                f"pool has no field {sorted(unknown)[0]!r}", field=sorted(unknown)[0]
+            )
         with self._session() as s:
             row = self._pool_row(s, name, lock=True)
             for key, value in changes.items():
@@ -201,7 +233,8 @@ class Store:
         with self._session() as s:
             row = self._pool_row(s, name, lock=True)
             count = s.scalar(
-                sa.select(sa.func.count()).select_from(DeploymentRow)
+                sa.select(sa.func.count())
+                .select_from(DeploymentRow)
                 .where(DeploymentRow.pool_id == row.id)
             )
             if count:
@@ -215,42 +248,66 @@ class Store:
     def pool_active_runs(self, name: str) -> int:
         with self._session() as s:
             pool = self._pool_row(s, name)
-            return s.scalar(
-                sa.select(sa.func.count()).select_from(RunRow)
-                .where(RunRow.pool_id == pool.id, RunRow.state.in_(ACTIVE_STATES))
-            ) or 0
+            return (
+                s.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(RunRow)
+                    .where(RunRow.pool_id == pool.id, RunRow.state.in_(ACTIVE_STATES))
+                )
+                or 0
+            )
 
     # --- deployments ------------------------------------------------------------------------
 
-    def create_deployment(self, *, flow_name: str, name: str, pool_name: str, entrypoint: str,
-                          image: str | None = None, parameters: dict[str, Any] | None = None,
-                          parameter_schema: dict[str, Any] | None = None,
-                          job_variables: dict[str, Any] | None = None,
-                          tags: list[str] | None = None, description: str | None = None,
-                          concurrency_limit: int | None = None,
-                          paused: bool = False) -> Deployment:
+    def create_deployment(
+        self,
+        *,
+        flow_name: str,
+        name: str,
+        pool_name: str,
+        entrypoint: str,
+        image: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        parameter_schema: dict[str, Any] | None = None,
+        job_variables: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
+        description: str | None = None,
+        concurrency_limit: int | None = None,
+        paused: bool = False,
+    ) -> Deployment:
         full = f"{flow_name}/{name}"
         try:
             with self._session() as s:
                 pool = self._pool_row(s, pool_name)
-                exists = s.scalar(sa.select(DeploymentRow.id).where(
-                    DeploymentRow.flow_name == flow_name, DeploymentRow.name == name))
+                exists = s.scalar(
+                    sa.select(DeploymentRow.id).where(
+                        DeploymentRow.flow_name == flow_name, DeploymentRow.name == name
+                    )
+                )
                 if exists:
-                    raise AlreadyExists(f"a deployment named {full!r} already exists",
-                                        field="name")
+                    raise AlreadyExists(f"a deployment named {full!r} already exists", field="name")
                 row = DeploymentRow(
-                    flow_name=flow_name, name=name, pool_id=pool.id, pool=pool,
-                    entrypoint=entrypoint, image=image, parameters=parameters or {},
-                    parameter_schema=parameter_schema or {}, job_variables=job_variables or {},
-                    tags=tags or [], description=description,
-                    concurrency_limit=concurrency_limit, paused=paused,
+                    flow_name=flow_name,
+                    name=name,
+                    pool_id=pool.id,
+                    pool=pool,
+                    entrypoint=entrypoint,
+                    image=image,
+                    parameters=parameters or {},
+                    parameter_schema=parameter_schema or {},
+                    job_variables=job_variables or {},
+                    tags=tags or [],
+                    description=description,
+                    concurrency_limit=concurrency_limit,
+                    paused=paused,
                 )
                 s.add(row)
                 s.flush()
                 return _deployment(row)
         except IntegrityError as exc:
-            raise AlreadyExists(f"a deployment named {full!r} already exists",
-                                field="name") from exc
+            raise AlreadyExists(
+                f"a deployment named {full!r} already exists", field="name"
+            ) from exc
 
     def _deployment_row(self, s: Session, deployment_id: uuid.UUID) -> DeploymentRow:
         row = s.get(DeploymentRow, deployment_id)
@@ -264,8 +321,11 @@ class Store:
 
     def get_deployment_by_name(self, flow_name: str, name: str) -> Deployment:
         with self._session() as s:
-            row = s.scalar(sa.select(DeploymentRow).where(
-                DeploymentRow.flow_name == flow_name, DeploymentRow.name == name))
+            row = s.scalar(
+                sa.select(DeploymentRow).where(
+                    DeploymentRow.flow_name == flow_name, DeploymentRow.name == name
+                )
+            )
             if row is None:
                 raise NotFound(f"no deployment named {flow_name}/{name}", field="deployment")
             return _deployment(row)
@@ -281,8 +341,9 @@ class Store:
     def update_deployment(self, deployment_id: uuid.UUID, changes: dict[str, Any]) -> Deployment:
         unknown = set(changes) - DEPLOYMENT_FIELDS
         if unknown:
-            raise InvalidInput(f"deployment has no field {sorted(unknown)[0]!r}",
-                               field=sorted(unknown)[0])
+            raise InvalidInput(
+                f"deployment has no field {sorted(unknown)[0]!r}", field=sorted(unknown)[0]
+            )
         with self._session() as s:
             row = self._deployment_row(s, deployment_id)
             for key, value in changes.items():
@@ -298,7 +359,9 @@ class Store:
         with self._session() as s:
             row = self._deployment_row(s, deployment_id)
             active = s.scalar(
-                sa.select(sa.func.count()).select_from(RunRow).where(
+                sa.select(sa.func.count())
+                .select_from(RunRow)
+                .where(
                     RunRow.deployment_id == row.id,
                     RunRow.state.notin_([st.value for st in TERMINAL_STATES]),
                 )
@@ -314,17 +377,29 @@ class Store:
 
     # --- runs -------------------------------------------------------------------------------
 
-    def create_run(self, deployment: Deployment, *, parameters: dict[str, Any],
-                   job_variables: dict[str, Any], scheduled_time: datetime | None = None) -> Run:
+    def create_run(
+        self,
+        deployment: Deployment,
+        *,
+        parameters: dict[str, Any],
+        job_variables: dict[str, Any],
+        scheduled_time: datetime | None = None,
+    ) -> Run:
         now = utcnow()
         with self._session() as s:
             dep = self._deployment_row(s, deployment.id)
             row = RunRow(
-                deployment_id=dep.id, pool_id=dep.pool_id, pool=dep.pool,
-                flow_name=dep.flow_name, deployment_name=f"{dep.flow_name}/{dep.name}",
-                state=RunState.SCHEDULED.value, parameters=parameters,
-                job_variables=job_variables, scheduled_time=scheduled_time or now,
-                created_at=now, updated_at=now,
+                deployment_id=dep.id,
+                pool_id=dep.pool_id,
+                pool=dep.pool,
+                flow_name=dep.flow_name,
+                deployment_name=f"{dep.flow_name}/{dep.name}",
+                state=RunState.SCHEDULED.value,
+                parameters=parameters,
+                job_variables=job_variables,
+                scheduled_time=scheduled_time or now,
+                created_at=now,
+                updated_at=now,
             )
             row.history.append(StateHistoryRow(state=RunState.SCHEDULED.value, timestamp=now))
             s.add(row)
@@ -346,10 +421,17 @@ class Store:
         with self._session() as s:
             return _run(self._run_row(s, run_id))
 
-    def list_runs(self, *, pool_name: str | None = None, deployment_id: uuid.UUID | None = None,
-                  states: list[RunState] | None = None, since: datetime | None = None,
-                  until: datetime | None = None, limit: int = 100,
-                  offset: int = 0) -> list[Run]:
+    def list_runs(
+        self,
+        *,
+        pool_name: str | None = None,
+        deployment_id: uuid.UUID | None = None,
+        states: list[RunState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
         with self._session() as s:
             query = sa.select(RunRow).order_by(RunRow.scheduled_time.desc(), RunRow.id)
             if pool_name is not None:
@@ -364,8 +446,14 @@ class Store:
                 query = query.where(RunRow.scheduled_time < until)
             return [_run(r) for r in s.scalars(query.limit(limit).offset(offset))]
 
-    def set_run_state(self, run_id: uuid.UUID, state: RunState, *, message: str | None = None,
-                      transition_id: str | None = None) -> StateResult:
+    def set_run_state(
+        self,
+        run_id: uuid.UUID,
+        state: RunState,
+        *,
+        message: str | None = None,
+        transition_id: str | None = None,
+    ) -> StateResult:
         """Apply one transition. A transition id seen before changes nothing."""
         try:
             with self._session() as s:
@@ -380,8 +468,9 @@ class Store:
             return StateResult(run=self.get_run(run_id), applied=False)
 
     @staticmethod
-    def _transition(row: RunRow, state: RunState, message: str | None,
-                    transition_id: str | None) -> None:
+    def _transition(
+        row: RunRow, state: RunState, message: str | None, transition_id: str | None
+    ) -> None:
         check_transition(RunState(row.state), state)
         now = utcnow()
         row.state = state.value
@@ -391,8 +480,11 @@ class Store:
             row.started_at = now
         if state in TERMINAL_STATES:
             row.ended_at = now
-        row.history.append(StateHistoryRow(
-            state=state.value, message=message, transition_id=transition_id, timestamp=now))
+        row.history.append(
+            StateHistoryRow(
+                state=state.value, message=message, transition_id=transition_id, timestamp=now
+            )
+        )
 
     def cancel_run(self, run_id: uuid.UUID, *, transition_id: str | None = None) -> StateResult:
         """Nothing submitted yet → CANCELLED at once; otherwise CANCELLING, and the dispatcher
@@ -421,8 +513,9 @@ class Store:
 
     # --- dispatching ------------------------------------------------------------------------
 
-    def claim_due_runs(self, *, claimed_by: str, lease_seconds: float, limit: int = 50,
-                       now: datetime | None = None) -> list[Claim]:
+    def claim_due_runs(
+        self, *, claimed_by: str, lease_seconds: float, limit: int = 50, now: datetime | None = None
+    ) -> list[Claim]:
         """Move due SCHEDULED runs of unpaused push pools to PENDING with a new attempt.
 
         Concurrency limits of pools and deployments are respected: a run over a limit stays
@@ -456,11 +549,15 @@ class Store:
                 deployment = s.get(DeploymentRow, row.deployment_id)
                 assert deployment is not None
                 pool = row.pool
-                if pool.concurrency_limit is not None and \
-                        active_by_pool.get(pool.id, 0) >= pool.concurrency_limit:
+                if (
+                    pool.concurrency_limit is not None
+                    and active_by_pool.get(pool.id, 0) >= pool.concurrency_limit
+                ):
                     continue
-                if deployment.concurrency_limit is not None and \
-                        active_by_deployment.get(deployment.id, 0) >= deployment.concurrency_limit:
+                if (
+                    deployment.concurrency_limit is not None
+                    and active_by_deployment.get(deployment.id, 0) >= deployment.concurrency_limit
+                ):
                     continue
                 active_by_pool[pool.id] = active_by_pool.get(pool.id, 0) + 1
                 active_by_deployment[deployment.id] = active_by_deployment.get(deployment.id, 0) + 1
@@ -477,12 +574,22 @@ class Store:
         )
         return {key: count for key, count in rows}
 
-    def _claim(self, s: Session, row: RunRow, deployment: DeploymentRow, claimed_by: str,
-               lease_seconds: float, now: datetime) -> Claim:
+    def _claim(
+        self,
+        s: Session,
+        row: RunRow,
+        deployment: DeploymentRow,
+        claimed_by: str,
+        lease_seconds: float,
+        now: datetime,
+    ) -> Claim:
         number = len(row.attempts) + 1
         attempt = AttemptRow(
-            run_id=row.id, number=number, idempotency_key=f"skl-{row.id.hex}-{number}",
-            claimed_by=claimed_by, lease_expires_at=now + timedelta(seconds=lease_seconds),
+            run_id=row.id,
+            number=number,
+            idempotency_key=f"skl-{row.id.hex}-{number}",
+            claimed_by=claimed_by,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
             created_at=now,
         )
         row.attempts.append(attempt)
@@ -492,8 +599,11 @@ class Store:
         self._transition(row, RunState.PENDING, f"claimed by {claimed_by}", None)
         s.flush()
         return Claim(
-            run=_run(row), deployment=_deployment(deployment), pool=_pool(row.pool),
-            attempt=RunAttempt.model_validate(attempt), run_token=token,
+            run=_run(row),
+            deployment=_deployment(deployment),
+            pool=_pool(row.pool),
+            attempt=RunAttempt.model_validate(attempt),
+            run_token=token,
         )
 
     def record_submission(self, idempotency_key: str, provider_ref: str) -> None:
@@ -503,8 +613,9 @@ class Store:
             attempt.submitted_at = utcnow()
             attempt.lease_expires_at = None
 
-    def record_submission_failure(self, idempotency_key: str, error: str, *,
-                                  retry_at: datetime | None) -> Run:
+    def record_submission_failure(
+        self, idempotency_key: str, error: str, *, retry_at: datetime | None
+    ) -> Run:
         """A submit that failed: back to SCHEDULED (not before `retry_at`) or FAILED."""
         with self._session() as s:
             attempt = self._attempt_row(s, idempotency_key)
@@ -519,22 +630,23 @@ class Store:
                 if retry_at is None:
                     self._transition(row, RunState.FAILED, f"submission failed: {error}", None)
                 else:
-                    self._transition(row, RunState.SCHEDULED,
-                                     f"submission will be retried: {error}", None)
+                    self._transition(
+                        row, RunState.SCHEDULED, f"submission will be retried: {error}", None
+                    )
                     row.not_before = retry_at
             s.flush()
             return _run(row)
 
     def _attempt_row(self, s: Session, idempotency_key: str) -> AttemptRow:
-        attempt = s.scalar(sa.select(AttemptRow).where(
-            AttemptRow.idempotency_key == idempotency_key))
+        attempt = s.scalar(
+            sa.select(AttemptRow).where(AttemptRow.idempotency_key == idempotency_key)
+        )
         if attempt is None:
             raise NotFound(f"no attempt with key {idempotency_key}", field="attempt")
         return attempt
 
     def update_attempt(self, idempotency_key: str, **fields: Any) -> None:
-        allowed = {"cancel_requested_at", "provider_ended_at", "cleaned_up_at", "ended_at",
-                   "error"}
+        allowed = {"cancel_requested_at", "provider_ended_at", "cleaned_up_at", "ended_at", "error"}
         with self._session() as s:
             attempt = self._attempt_row(s, idempotency_key)
             for key, value in fields.items():
@@ -553,9 +665,13 @@ class Store:
             result = []
             for attempt in attempts:
                 row = self._run_row(s, attempt.run_id)
-                result.append(Submission(
-                    run=_run(row), pool=_pool(row.pool),
-                    attempt=RunAttempt.model_validate(attempt)))
+                result.append(
+                    Submission(
+                        run=_run(row),
+                        pool=_pool(row.pool),
+                        attempt=RunAttempt.model_validate(attempt),
+                    )
+                )
             return result
 
     def expired_claims(self, now: datetime | None = None) -> list[Claim]:
@@ -566,21 +682,29 @@ class Store:
         claims = []
         with self._session() as s:
             attempts = s.scalars(
-                sa.select(AttemptRow).where(
+                sa.select(AttemptRow)
+                .where(
                     AttemptRow.provider_ref.is_(None),
                     AttemptRow.ended_at.is_(None),
                     AttemptRow.lease_expires_at.is_not(None),
                     AttemptRow.lease_expires_at < now,
-                ).with_for_update(of=AttemptRow, skip_locked=True)
+                )
+                .with_for_update(of=AttemptRow, skip_locked=True)
             ).all()
             for attempt in attempts:
                 row = self._run_row(s, attempt.run_id)
                 deployment = s.get(DeploymentRow, row.deployment_id)
                 assert deployment is not None
                 attempt.lease_expires_at = now + timedelta(seconds=DEFAULT_LEASE_SECONDS)
-                claims.append(Claim(
-                    run=_run(row), deployment=_deployment(deployment), pool=_pool(row.pool),
-                    attempt=RunAttempt.model_validate(attempt), run_token=None))
+                claims.append(
+                    Claim(
+                        run=_run(row),
+                        deployment=_deployment(deployment),
+                        pool=_pool(row.pool),
+                        attempt=RunAttempt.model_validate(attempt),
+                        run_token=None,
+                    )
+                )
             s.flush()
         return claims
 
@@ -598,11 +722,19 @@ class Store:
             if s.scalar(sa.select(RunRow.id).where(RunRow.id == run_id)) is None:
                 raise NotFound(f"no run with id {run_id}", field="run")
             if entries:
-                s.execute(sa.insert(LogRow), [
-                    {"run_id": run_id, "timestamp": e.timestamp, "level": e.level,
-                     "stream": e.stream, "message": e.message}
-                    for e in entries
-                ])
+                s.execute(
+                    sa.insert(LogRow),
+                    [
+                        {
+                            "run_id": run_id,
+                            "timestamp": e.timestamp,
+                            "level": e.level,
+                            "stream": e.stream,
+                            "message": e.message,
+                        }
+                        for e in entries
+                    ],
+                )
             return len(entries)
 
     def read_logs(self, run_id: uuid.UUID, *, after: int = 0, limit: int = 1000) -> list[LogLine]:
@@ -610,27 +742,36 @@ class Store:
             if s.scalar(sa.select(RunRow.id).where(RunRow.id == run_id)) is None:
                 raise NotFound(f"no run with id {run_id}", field="run")
             rows = s.scalars(
-                sa.select(LogRow).where(LogRow.run_id == run_id, LogRow.id > after)
-                .order_by(LogRow.id).limit(limit)
+                sa.select(LogRow)
+                .where(LogRow.run_id == run_id, LogRow.id > after)
+                .order_by(LogRow.id)
+                .limit(limit)
             )
             return [LogLine.model_validate(r) for r in rows]
 
     # --- API keys ---------------------------------------------------------------------------
 
-    def create_api_key(self, *, name: str, scopes: list[ApiScope],
-                       expires_at: datetime | None = None) -> tuple[ApiKeyInfo, str]:
+    def create_api_key(
+        self, *, name: str, scopes: list[ApiScope], expires_at: datetime | None = None
+    ) -> tuple[ApiKeyInfo, str]:
         """A new key; its plaintext is returned once and never stored."""
         new = generate_api_key()
         with self._session() as s:
-            row = ApiKeyRow(id=new.key_id, name=name, secret_hash=new.secret_hash,
-                            scopes=[sc.value for sc in scopes], expires_at=expires_at,
-                            created_at=utcnow())
+            row = ApiKeyRow(
+                id=new.key_id,
+                name=name,
+                secret_hash=new.secret_hash,
+                scopes=[sc.value for sc in scopes],
+                expires_at=expires_at,
+                created_at=utcnow(),
+            )
             s.add(row)
             s.flush()
             return _api_key(row), new.plaintext
 
-    def verify_api_key(self, key_id: str, secret: str, *,
-                       now: datetime | None = None) -> ApiKeyInfo | None:
+    def verify_api_key(
+        self, key_id: str, secret: str, *, now: datetime | None = None
+    ) -> ApiKeyInfo | None:
         now = now or utcnow()
         with self._session() as s:
             row = s.get(ApiKeyRow, key_id)
@@ -642,8 +783,9 @@ class Store:
 
     def list_api_keys(self) -> list[ApiKeyInfo]:
         with self._session() as s:
-            return [_api_key(r) for r in s.scalars(
-                sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at))]
+            return [
+                _api_key(r) for r in s.scalars(sa.select(ApiKeyRow).order_by(ApiKeyRow.created_at))
+            ]
 
     def revoke_api_key(self, key_id: str) -> ApiKeyInfo:
         with self._session() as s:

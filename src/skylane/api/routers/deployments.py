@@ -14,50 +14,75 @@ from skylane.store.repository import Store
 router = APIRouter(prefix="/api", tags=["deployments"])
 
 
-@router.post("/deployments", response_model=Deployment, status_code=201,
-             dependencies=[Depends(require(ApiScope.DEPLOY))])
+@router.post(
+    "/deployments",
+    response_model=Deployment,
+    status_code=201,
+    dependencies=[Depends(require(ApiScope.DEPLOY))],
+)
 def create_deployment(body: DeploymentCreate, store: Store = Depends(get_store)) -> Deployment:
     return catalog.create_deployment(store, body)
 
 
-@router.get("/deployments", response_model=list[Deployment],
-            dependencies=[Depends(require(ApiScope.READ))])
-def list_deployments(pool: str | None = None,
-                     store: Store = Depends(get_store)) -> list[Deployment]:
+@router.get(
+    "/deployments", response_model=list[Deployment], dependencies=[Depends(require(ApiScope.READ))]
+)
+def list_deployments(
+    pool: str | None = None, store: Store = Depends(get_store)
+) -> list[Deployment]:
     return store.list_deployments(pool_name=pool)
 
 
-@router.get("/deployments/by-name/{flow_name}/{name}", response_model=Deployment,
-            dependencies=[Depends(require(ApiScope.READ))])
-def read_deployment_by_name(flow_name: str, name: str,
-                            store: Store = Depends(get_store)) -> Deployment:
+@router.get(
+    "/deployments/by-name/{flow_name}/{name}",
+    response_model=Deployment,
+    dependencies=[Depends(require(ApiScope.READ))],
+)
+def read_deployment_by_name(
+    flow_name: str, name: str, store: Store = Depends(get_store)
+) -> Deployment:
     return store.get_deployment_by_name(flow_name, name)
 
 
-@router.get("/deployments/{deployment_id}", response_model=Deployment,
-            dependencies=[Depends(require(ApiScope.READ))])
+@router.get(
+    "/deployments/{deployment_id}",
+    response_model=Deployment,
+    dependencies=[Depends(require(ApiScope.READ))],
+)
 def read_deployment(deployment_id: uuid.UUID, store: Store = Depends(get_store)) -> Deployment:
     return store.get_deployment(deployment_id)
 
 
-@router.patch("/deployments/{deployment_id}", response_model=Deployment,
-              dependencies=[Depends(require(ApiScope.DEPLOY))])
-def update_deployment(deployment_id: uuid.UUID, body: DeploymentUpdate,
-                      store: Store = Depends(get_store)) -> Deployment:
+@router.patch(
+    "/deployments/{deployment_id}",
+    response_model=Deployment,
+    dependencies=[Depends(require(ApiScope.DEPLOY))],
+)
+def update_deployment(
+    deployment_id: uuid.UUID, body: DeploymentUpdate, store: Store = Depends(get_store)
+) -> Deployment:
     return catalog.update_deployment(store, deployment_id, body)
 
 
-@router.delete("/deployments/{deployment_id}", status_code=204,
-               dependencies=[Depends(require(ApiScope.DEPLOY))])
+@router.delete(
+    "/deployments/{deployment_id}",
+    status_code=204,
+    dependencies=[Depends(require(ApiScope.DEPLOY))],
+)
 def delete_deployment(deployment_id: uuid.UUID, store: Store = Depends(get_store)) -> Response:
     store.delete_deployment(deployment_id)
     return Response(status_code=204)
 
 
-@router.post("/deployments/{deployment_id}/runs", response_model=Run, status_code=201,
-             dependencies=[Depends(require(ApiScope.DEPLOY))])
-def create_run(deployment_id: uuid.UUID, body: RunCreate, request: Request,
-               store: Store = Depends(get_store)) -> Run:
+@router.post(
+    "/deployments/{deployment_id}/runs",
+    response_model=Run,
+    status_code=201,
+    dependencies=[Depends(require(ApiScope.DEPLOY))],
+)
+def create_run(
+    deployment_id: uuid.UUID, body: RunCreate, request: Request, store: Store = Depends(get_store)
+) -> Run:
     run = catalog.create_run(store, deployment_id, body)
     notify_dispatcher(request)
     return run

@@ -14,8 +14,9 @@ from skylane.store.repository import Store
 router = APIRouter(prefix="/api", tags=["pools"])
 
 
-@router.post("/pools", response_model=Pool, status_code=201,
-             dependencies=[Depends(require(ApiScope.ADMIN))])
+@router.post(
+    "/pools", response_model=Pool, status_code=201, dependencies=[Depends(require(ApiScope.ADMIN))]
+)
 def create_pool(body: PoolCreate, store: Store = Depends(get_store)) -> Pool:
     return catalog.create_pool(store, body)
 
@@ -25,14 +26,12 @@ def list_pools(store: Store = Depends(get_store)) -> list[Pool]:
     return store.list_pools()
 
 
-@router.get("/pools/{name}", response_model=Pool,
-            dependencies=[Depends(require(ApiScope.READ))])
+@router.get("/pools/{name}", response_model=Pool, dependencies=[Depends(require(ApiScope.READ))])
 def read_pool(name: str, store: Store = Depends(get_store)) -> Pool:
     return store.get_pool(name)
 
 
-@router.patch("/pools/{name}", response_model=Pool,
-              dependencies=[Depends(require(ApiScope.ADMIN))])
+@router.patch("/pools/{name}", response_model=Pool, dependencies=[Depends(require(ApiScope.ADMIN))])
 def update_pool(name: str, body: PoolUpdate, store: Store = Depends(get_store)) -> Pool:
     return catalog.update_pool(store, name, body)
 
@@ -43,7 +42,8 @@ def delete_pool(name: str, store: Store = Depends(get_store)) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/pool-types/{pool_type}/default-template",
-            dependencies=[Depends(require(ApiScope.READ))])
+@router.get(
+    "/pool-types/{pool_type}/default-template", dependencies=[Depends(require(ApiScope.READ))]
+)
 def default_template(pool_type: str) -> dict:
     return adapter_class(parse_pool_type(pool_type, field="pool_type").provider).default_template()

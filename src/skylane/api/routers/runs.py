@@ -42,69 +42,113 @@ def list_runs(
     offset: int = Query(default=0, ge=0),
     store: Store = Depends(get_store),
 ) -> list[Run]:
-    return store.list_runs(pool_name=pool, deployment_id=deployment, states=state, since=since,
-                           until=until, limit=limit, offset=offset)
+    return store.list_runs(
+        pool_name=pool,
+        deployment_id=deployment,
+        states=state,
+        since=since,
+        until=until,
+        limit=limit,
+        offset=offset,
+    )
 
 
 @router.get("/runs/{run_id}", response_model=Run)
-def read_run(run_id: uuid.UUID, store: Store = Depends(get_store),
-             _: Principal = Depends(require_run_access(ApiScope.READ))) -> Run:
+def read_run(
+    run_id: uuid.UUID,
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.READ)),
+) -> Run:
     return store.get_run(run_id)
 
 
 @router.get("/runs/{run_id}/execution", response_model=RunExecution)
-def read_execution(run_id: uuid.UUID, store: Store = Depends(get_store),
-                   _: Principal = Depends(require_run_access(ApiScope.WORKER))) -> RunExecution:
+def read_execution(
+    run_id: uuid.UUID,
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.WORKER)),
+) -> RunExecution:
     """What `skylane run execute` needs to run the flow."""
     run = store.get_run(run_id)
     deployment = store.get_deployment(run.deployment_id)
-    return RunExecution(run_id=run.id, flow_name=run.flow_name,
-                        entrypoint=deployment.entrypoint, parameters=run.parameters,
-                        state=run.state)
+    return RunExecution(
+        run_id=run.id,
+        flow_name=run.flow_name,
+        entrypoint=deployment.entrypoint,
+        parameters=run.parameters,
+        state=run.state,
+    )
 
 
 @router.post("/runs/{run_id}/state", response_model=StateResult)
-def set_state(run_id: uuid.UUID, body: StateSet, store: Store = Depends(get_store),
-              principal: Principal = Depends(require_run_access(ApiScope.WORKER))) -> StateResult:
+def set_state(
+    run_id: uuid.UUID,
+    body: StateSet,
+    store: Store = Depends(get_store),
+    principal: Principal = Depends(require_run_access(ApiScope.WORKER)),
+) -> StateResult:
     if principal.is_run_token and body.state not in RUN_TOKEN_STATES:
         raise Forbidden(f"a run token cannot set {body.state.value}")
-    return store.set_run_state(run_id, body.state, message=body.message,
-                               transition_id=body.transition_id)
+    return store.set_run_state(
+        run_id, body.state, message=body.message, transition_id=body.transition_id
+    )
 
 
-@router.post("/runs/{run_id}/cancel", response_model=StateResult,
-             dependencies=[Depends(require(ApiScope.DEPLOY))])
-def cancel_run(run_id: uuid.UUID, body: CancelRequest | None = None,
-               store: Store = Depends(get_store)) -> StateResult:
+@router.post(
+    "/runs/{run_id}/cancel",
+    response_model=StateResult,
+    dependencies=[Depends(require(ApiScope.DEPLOY))],
+)
+def cancel_run(
+    run_id: uuid.UUID, body: CancelRequest | None = None, store: Store = Depends(get_store)
+) -> StateResult:
     return store.cancel_run(run_id, transition_id=body.transition_id if body else None)
 
 
 @router.post("/runs/{run_id}/heartbeat", response_model=Run)
-def heartbeat(run_id: uuid.UUID, store: Store = Depends(get_store),
-              _: Principal = Depends(require_run_access(ApiScope.WORKER))) -> Run:
+def heartbeat(
+    run_id: uuid.UUID,
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.WORKER)),
+) -> Run:
     return store.heartbeat(run_id)
 
 
 @router.post("/runs/{run_id}/logs")
-def add_logs(run_id: uuid.UUID, body: LogBatch, store: Store = Depends(get_store),
-             _: Principal = Depends(require_run_access(ApiScope.WORKER))) -> dict[str, int]:
-    entries = [LogEntry(timestamp=line.timestamp, level=line.level.upper(), stream=line.stream,
-                        message=line.message) for line in body.logs]
+def add_logs(
+    run_id: uuid.UUID,
+    body: LogBatch,
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.WORKER)),
+) -> dict[str, int]:
+    entries = [
+        LogEntry(
+            timestamp=line.timestamp,
+            level=line.level.upper(),
+            stream=line.stream,
+            message=line.message,
+        )
+        for line in body.logs
+    ]
     return {"accepted": store.add_logs(run_id, entries)}
 
 
 @router.get("/runs/{run_id}/logs", response_model=list[LogLine])
-def read_logs(run_id: uuid.UUID, after: int = Query(default=0, ge=0),
-              limit: int = Query(default=1000, ge=1, le=10_000),
-              store: Store = Depends(get_store),
-              _: Principal = Depends(require_run_access(ApiScope.READ))) -> list[LogLine]:
+def read_logs(
+    run_id: uuid.UUID,
+    after: int = Query(default=0, ge=0),
+    limit: int = Query(default=1000, ge=1, le=10_000),
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.READ)),
+) -> list[LogLine]:
     """One page of logs; pass the last `id` seen as `after` for the next page."""
     return store.read_logs(run_id, after=after, limit=limit)
 
 
 @router.get("/runs/{run_id}/logs/follow", dependencies=[Depends(require(ApiScope.READ))])
-def follow_logs(run_id: uuid.UUID, after: int = Query(default=0, ge=0),
-                store: Store = Depends(get_store)) -> StreamingResponse:
+def follow_logs(
+    run_id: uuid.UUID, after: int = Query(default=0, ge=0), store: Store = Depends(get_store)
+) -> StreamingResponse:
     """Newline-delimited JSON: `{"type": "log", ...}` lines while the run goes on, then one
     `{"type": "end", "state": ...}` once it is in a terminal state and all logs were sent."""
     store.get_run(run_id)  # 404 before the stream starts
@@ -116,8 +160,9 @@ def follow_logs(run_id: uuid.UUID, after: int = Query(default=0, ge=0),
             state = store.get_run(run_id).state
             while lines := store.read_logs(run_id, after=cursor, limit=1000):
                 for line in lines:
-                    yield (json.dumps({"type": "log", **line.model_dump(mode="json")}) + "\n"
-                           ).encode()
+                    yield (
+                        json.dumps({"type": "log", **line.model_dump(mode="json")}) + "\n"
+                    ).encode()
                 cursor = lines[-1].id
             if state in TERMINAL_STATES:
                 yield (json.dumps({"type": "end", "state": state.value}) + "\n").encode()
