@@ -167,6 +167,22 @@ def load_entrypoint(
     return _get_function(module, entrypoint, where)
 
 
+def _module_name_for(resolved: Path) -> str:
+    """The file's own stem when that names nothing importable, so the flow's
+    `logging.getLogger(__name__)` reads as the user wrote it; otherwise a unique name, so
+    loading never reuses an earlier module or shadows a real one (a flow file `json.py` must
+    not replace the standard library's json)."""
+    stem = re.sub(r"\W", "_", resolved.stem)
+    if stem.isidentifier() and not keyword.iskeyword(stem) and stem not in sys.modules:
+        try:
+            importable = importlib.util.find_spec(stem) is not None
+        except (ImportError, ValueError):
+            importable = True
+        if not importable:
+            return stem
+    return f"skylane_entrypoint_{stem}_{uuid.uuid4().hex[:12]}"
+
+
 def _load_file(entrypoint: Entrypoint, base: Path) -> Any:
     path = Path(entrypoint.path).expanduser()
     resolved = (path if path.is_absolute() else base / path).resolve()
@@ -187,10 +203,7 @@ def _load_file(entrypoint: Entrypoint, base: Path) -> Any:
             field=_FIELD,
         )
 
-    # A unique module name: loading the same or another file of the same name again gives a new
-    # module instead of silently reusing or replacing an earlier one.
-    stem = re.sub(r"\W", "_", resolved.stem)
-    module_name = f"skylane_entrypoint_{stem}_{uuid.uuid4().hex[:12]}"
+    module_name = _module_name_for(resolved)
     spec = importlib.util.spec_from_file_location(module_name, resolved)
     if spec is None or spec.loader is None:  # pragma: no cover - only for non-.py suffixes
         raise InvalidInput(f"cannot load {entrypoint.path} as Python code", field=_FIELD)

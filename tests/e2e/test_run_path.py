@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import httpx
+
 from tests.e2e.conftest import Server
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

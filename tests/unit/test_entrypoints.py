@@ -11,6 +11,7 @@ import inspect
 import json
 import sys
 import textwrap
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -801,3 +802,23 @@ def test_objects_of_a_loaded_file_can_be_pickled(tmp_path: Path) -> None:
         """,
     )
     assert load_entrypoint("flows/pick.py:flow", base_dir=tmp_path)() == 3
+
+
+def test_flow_module_is_named_after_its_file_so_loggers_read_naturally(tmp_path: Path) -> None:
+    name = f"nightly_etl_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text("def flow():\n    return __name__\n")
+
+    fn = load_entrypoint(f"{name}.py:flow", base_dir=tmp_path)
+
+    assert fn() == name
+
+
+def test_flow_file_named_like_a_real_module_never_shadows_it(tmp_path: Path) -> None:
+    import json as real_json
+
+    (tmp_path / "json.py").write_text("def flow():\n    return __name__\n")
+
+    fn = load_entrypoint("json.py:flow", base_dir=tmp_path)
+
+    assert fn() != "json"
+    assert sys.modules["json"] is real_json

@@ -1,0 +1,1 @@
+"""The `skylane` command line (typer apps); `main.app` is the root."""

@@ -1,0 +1,181 @@
+"""`skylane pool`: work pools and their base job templates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from skylane.adapters import adapter_class
+from skylane.errors import InvalidInput
+from skylane.models import Pool
+from skylane.pool_types import parse_pool_type
+
+from . import output
+from .common import Output, OutputOption, YesOption, confirm, make_client, read_json_file
+
+app = typer.Typer(help="Work pools: where and how runs are executed.", no_args_is_help=True)
+
+TEMPLATE_OPTION = "--base-job-template"
+NameArgument = Annotated[str, typer.Argument(metavar="NAME", help="Pool name.")]
+TypeOption = Annotated[
+    str,
+    typer.Option(
+        "--type", "-t", help="Pool type: process:push, ecs:push, cloud-run:push, aci:push, ..."
+    ),
+]
+TemplateOption = Annotated[
+    Path | None,
+    typer.Option(
+        TEMPLATE_OPTION,
+        metavar="FILE",
+        help='A JSON file {"job_configuration": ..., "variables": ...} ("-" reads stdin).',
+    ),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option("--concurrency-limit", min=0, help="Most runs of this pool active at once."),
+]
+DescriptionOption = Annotated[str | None, typer.Option(help="What the pool is for.")]
+
+
+def _template(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    template = read_json_file(path, TEMPLATE_OPTION)
+    if not isinstance(template, dict):
+        raise InvalidInput(
+            f"{path} must hold a JSON object with job_configuration and variables",
+            field=TEMPLATE_OPTION,
+        )
+    return template
+
+
+def _print_pool(pool: Pool, output_format: Output, action: str | None = None) -> None:
+    if output_format is Output.JSON:
+        output.print_json(pool)
+    elif action:
+        typer.echo(f"pool {pool.name} {action}")
+    else:
+        variables = pool.base_job_template.get("variables") or {}
+        output.show(
+            output.fields(
+                [
+                    ("name", pool.name),
+                    ("id", pool.id),
+                    ("type", pool.type),
+                    ("paused", pool.paused),
+                    ("concurrency limit", pool.concurrency_limit),
+                    ("description", pool.description),
+                    ("settings", pool.settings or None),
+                    ("created", pool.created_at),
+                    ("updated", pool.updated_at),
+                ]
+            ),
+            "",
+            output.schema_table(variables, title="job variables"),
+        )
+
+
+@app.command()
+def create(
+    name: NameArgument,
+    pool_type: TypeOption,
+    base_job_template: TemplateOption = None,
+    concurrency_limit: LimitOption = None,
+    paused: Annotated[bool, typer.Option(help="Create it paused: runs wait.")] = False,
+    description: DescriptionOption = None,
+    output_format: OutputOption = Output.TABLE,
+) -> None:
+    """Create a pool; without --base-job-template it gets its type's default template."""
+    parse_pool_type(pool_type, field="--type")
+    body: dict[str, Any] = {
+        "name": name,
+        "type": pool_type,
+        "paused": paused,
+        "concurrency_limit": concurrency_limit,
+        "description": description,
+        "base_job_template": _template(base_job_template),
+    }
+    with make_client() as client:
+        pool = client.create_pool(**body)
+    _print_pool(pool, output_format, f"created (type {pool.type})")
+
+
+@app.command("ls")
+def list_pools(output_format: OutputOption = Output.TABLE) -> None:
+    """List pools."""
+    with make_client() as client:
+        pools = client.list_pools()
+    if output_format is Output.JSON:
+        output.print_json(pools)
+        return
+    rows = [(p.name, p.type, p.paused, p.concurrency_limit, p.description) for p in pools]
+    output.show(output.table(["name", "type", "paused", "limit", "description"], rows))
+
+
+@app.command()
+def inspect(name: NameArgument, output_format: OutputOption = Output.TABLE) -> None:
+    """Show a pool and its template's job variables."""
+    with make_client() as client:
+        pool = client.get_pool(name)
+    _print_pool(pool, output_format)
+
+
+@app.command()
+def update(
+    name: NameArgument,
+    base_job_template: TemplateOption = None,
+    concurrency_limit: LimitOption = None,
+    description: DescriptionOption = None,
+    output_format: OutputOption = Output.TABLE,
+) -> None:
+    """Change a pool's template, concurrency limit or description."""
+    changes: dict[str, Any] = {}
+    if base_job_template is not None:
+        changes["base_job_template"] = _template(base_job_template)
+    if concurrency_limit is not None:
+        changes["concurrency_limit"] = concurrency_limit
+    if description is not None:
+        changes["description"] = description
+    if not changes:
+        raise InvalidInput(
+            "nothing to change; pass --base-job-template, --concurrency-limit or --description",
+            field="options",
+        )
+    with make_client() as client:
+        pool = client.update_pool(name, **changes)
+    _print_pool(pool, output_format, "updated")
+
+
+@app.command()
+def pause(name: NameArgument) -> None:
+    """Pause a pool: its runs wait until it is resumed."""
+    with make_client() as client:
+        client.update_pool(name, paused=True)
+    typer.echo(f"pool {name} paused")
+
+
+@app.command()
+def resume(name: NameArgument) -> None:
+    """Resume a paused pool."""
+    with make_client() as client:
+        client.update_pool(name, paused=False)
+    typer.echo(f"pool {name} resumed")
+
+
+@app.command()
+def delete(name: NameArgument, yes: YesOption = False) -> None:
+    """Delete a pool."""
+    confirm(f"Delete pool {name}?", yes)
+    with make_client() as client:
+        client.delete_pool(name)
+    typer.echo(f"pool {name} deleted")
+
+
+@app.command("default-template")
+def default_template(pool_type: TypeOption) -> None:
+    """Print a pool type's default base job template (JSON); needs no server."""
+    provider = parse_pool_type(pool_type, field="--type").provider
+    output.print_json(adapter_class(provider).default_template())
