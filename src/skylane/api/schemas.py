@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from skylane.models import ApiScope, RunState
 
@@ -30,13 +29,24 @@ class PoolCreate(_Body):
     description: str | None = None
 
 
+def _not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may not be null; leave the field out to keep its value")
+    return value
+
+
 class PoolUpdate(_Body):
+    """Fields left out are kept. `base_job_template: null` resets to the type's default;
+    `concurrency_limit: null` removes the limit."""
+
     base_job_template: dict[str, Any] | None = None
     concurrency_limit: int | None = Field(default=None, ge=0)
     paused: bool | None = None
     settings: dict[str, Any] | None = None
     credentials: dict[str, Any] | None = None
     description: str | None = None
+
+    _no_null = field_validator("paused", "settings")(_not_null)
 
 
 class DeploymentCreate(_Body):
@@ -57,6 +67,8 @@ class DeploymentCreate(_Body):
 
 
 class DeploymentUpdate(_Body):
+    """Fields left out are kept; `image`, `description` and `concurrency_limit` may be null."""
+
     pool: str | None = None
     entrypoint: str | None = None
     image: str | None = None
@@ -68,11 +80,15 @@ class DeploymentUpdate(_Body):
     concurrency_limit: int | None = Field(default=None, ge=0)
     paused: bool | None = None
 
+    _no_null = field_validator(
+        "pool", "entrypoint", "parameters", "parameter_schema", "job_variables", "tags", "paused"
+    )(_not_null)
+
 
 class RunCreate(_Body):
     parameters: dict[str, Any] = Field(default_factory=dict)
     job_variables: dict[str, Any] = Field(default_factory=dict)
-    scheduled_time: datetime | None = None
+    scheduled_time: AwareDatetime | None = None
 
 
 class StateSet(_Body):
@@ -90,7 +106,7 @@ class CancelRequest(_Body):
 
 
 class LogIn(_Body):
-    timestamp: datetime
+    timestamp: AwareDatetime
     level: str = Field(default="INFO", max_length=16)
     stream: Literal["stdout", "stderr", "logging", "system"] = "logging"
     message: str = Field(max_length=1_000_000)
@@ -103,7 +119,7 @@ class LogBatch(_Body):
 class ApiKeyCreate(_Body):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[ApiScope] = Field(min_length=1)
-    expires_at: datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class ApiKeyCreated(BaseModel):
@@ -112,7 +128,7 @@ class ApiKeyCreated(BaseModel):
     id: str
     name: str
     scopes: list[ApiScope]
-    expires_at: datetime | None
+    expires_at: AwareDatetime | None
     api_key: str
 
 

@@ -167,10 +167,14 @@ class Dispatcher:
             if ref is not None:
                 log.info("run %s: adopting %s found for key %s", claim.run.id, ref, key)
                 self.store.record_submission(key, ref)
-            elif claim.run.state == RunState.CANCELLING:
-                self.store.record_submission_failure(key, "cancelled", retry_at=None)
+            elif claim.run.state == RunState.PENDING:
+                self._submit(claim)  # same key: never a second run at the provider
             else:
-                self._submit(claim)
+                # CANCELLING: nothing to stop, so it ends CANCELLED. RUNNING without a provider
+                # resource: leave the state alone, just close the attempt.
+                self.store.record_submission_failure(
+                    key, f"nothing found at the provider for key {key}", retry_at=None
+                )
 
     # --- watching -----------------------------------------------------------------------------
 

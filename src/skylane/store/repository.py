@@ -46,6 +46,7 @@ from skylane.store.tables import (
 )
 
 DEFAULT_LEASE_SECONDS = 120
+MAX_CLAIM_PASSES = 4
 ACTIVE_STATES = (RunState.PENDING, RunState.RUNNING, RunState.CANCELLING)
 POOL_FIELDS = frozenset(
     {
@@ -121,7 +122,7 @@ def _run(row: RunRow) -> Run:
         id=row.id,
         deployment_id=row.deployment_id,
         deployment_name=row.deployment_name,
-        pool_name=row.pool.name,
+        pool_name=row.pool_name,
         flow_name=row.flow_name,
         state=RunState(row.state),
         state_message=row.state_message,
@@ -243,6 +244,23 @@ class Store:
                     "to another pool first",
                     field="pool",
                 )
+            # Runs can outlive their deployment's move to another pool.
+            unfinished = s.scalar(
+                sa.select(sa.func.count())
+                .select_from(RunRow)
+                .where(
+                    RunRow.pool_id == row.id,
+                    RunRow.state.notin_([st.value for st in TERMINAL_STATES]),
+                )
+            )
+            if unfinished:
+                raise Conflict(
+                    f"pool {name!r} still has {unfinished} unfinished run(s); cancel them or "
+                    "wait for them to finish first",
+                    field="pool",
+                )
+            # Finished runs made here before their deployment moved stay, naming the pool.
+            s.execute(sa.update(RunRow).where(RunRow.pool_id == row.id).values(pool_id=None))
             s.delete(row)
 
     def pool_active_runs(self, name: str) -> int:
@@ -349,6 +367,16 @@ class Store:
             for key, value in changes.items():
                 if key == "pool_name":
                     row.pool = self._pool_row(s, value)
+                    row.pool_id = row.pool.id
+                    # Runs not claimed yet follow the deployment to its new pool.
+                    s.execute(
+                        sa.update(RunRow)
+                        .where(
+                            RunRow.deployment_id == row.id,
+                            RunRow.state == RunState.SCHEDULED.value,
+                        )
+                        .values(pool_id=row.pool.id, pool_name=row.pool.name)
+                    )
                 else:
                     setattr(row, key, value)
             row.updated_at = utcnow()
@@ -392,6 +420,7 @@ class Store:
                 deployment_id=dep.id,
                 pool_id=dep.pool_id,
                 pool=dep.pool,
+                pool_name=dep.pool.name,
                 flow_name=dep.flow_name,
                 deployment_name=f"{dep.flow_name}/{dep.name}",
                 state=RunState.SCHEDULED.value,
@@ -435,7 +464,14 @@ class Store:
         with self._session() as s:
             query = sa.select(RunRow).order_by(RunRow.scheduled_time.desc(), RunRow.id)
             if pool_name is not None:
-                query = query.where(RunRow.pool_id == self._pool_row(s, pool_name).id)
+                # By name, so finished runs of a deleted pool can still be listed; a name that
+                # matches nothing at all is most likely a typo, so say so.
+                known = s.scalar(
+                    sa.select(PoolRow.id).where(PoolRow.name == pool_name)
+                ) or s.scalar(sa.select(RunRow.id).where(RunRow.pool_name == pool_name).limit(1))
+                if known is None:
+                    raise NotFound(f"no pool named {pool_name!r}", field="pool")
+                query = query.where(RunRow.pool_name == pool_name)
             if deployment_id is not None:
                 query = query.where(RunRow.deployment_id == deployment_id)
             if states:
@@ -494,6 +530,8 @@ class Store:
             if transition_id and any(h.transition_id == transition_id for h in row.history):
                 return StateResult(run=_run(row), applied=False)
             current = RunState(row.state)
+            if current == RunState.CANCELLING:
+                return StateResult(run=_run(row), applied=False)  # asking twice is harmless
             target = RunState.CANCELLED if current == RunState.SCHEDULED else RunState.CANCELLING
             self._transition(row, target, "cancelled by user", transition_id)
             s.flush()
@@ -519,51 +557,95 @@ class Store:
         """Move due SCHEDULED runs of unpaused push pools to PENDING with a new attempt.
 
         Concurrency limits of pools and deployments are respected: a run over a limit stays
-        SCHEDULED. PostgreSQL replicas skip rows another replica has locked.
+        SCHEDULED, and a saturated pool never hides other pools' due runs (it is left out of
+        the next query). PostgreSQL replicas skip run rows another replica has locked.
         """
         now = now or utcnow()
         claims: list[Claim] = []
         with self._session() as s:
-            query = (
-                sa.select(RunRow)
-                .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
-                .join(PoolRow, PoolRow.id == RunRow.pool_id)
-                .where(
-                    RunRow.state == RunState.SCHEDULED.value,
-                    RunRow.scheduled_time <= now,
-                    sa.or_(RunRow.not_before.is_(None), RunRow.not_before <= now),
-                    PoolRow.type.like("%:push"),
-                    PoolRow.paused.is_(False),
-                    DeploymentRow.paused.is_(False),
-                )
-                .order_by(RunRow.scheduled_time, RunRow.id)
-                .limit(limit)
-                .with_for_update(of=RunRow, skip_locked=True)
-            )
-            candidates = list(s.scalars(query).unique())
-            if not candidates:
-                return []
+            pool_limits, deployment_limits = self._lock_limits(s)
             active_by_pool = self._active_counts(s, RunRow.pool_id)
             active_by_deployment = self._active_counts(s, RunRow.deployment_id)
-            for row in candidates:
-                deployment = s.get(DeploymentRow, row.deployment_id)
-                assert deployment is not None
-                pool = row.pool
-                if (
-                    pool.concurrency_limit is not None
-                    and active_by_pool.get(pool.id, 0) >= pool.concurrency_limit
-                ):
-                    continue
-                if (
-                    deployment.concurrency_limit is not None
-                    and active_by_deployment.get(deployment.id, 0) >= deployment.concurrency_limit
-                ):
-                    continue
-                active_by_pool[pool.id] = active_by_pool.get(pool.id, 0) + 1
-                active_by_deployment[deployment.id] = active_by_deployment.get(deployment.id, 0) + 1
-                claims.append(self._claim(s, row, deployment, claimed_by, lease_seconds, now))
+
+            def saturated(limits: dict[uuid.UUID, int], active: dict[uuid.UUID, int]) -> set:
+                return {key for key, cap in limits.items() if active.get(key, 0) >= cap}
+
+            full_pools = saturated(pool_limits, active_by_pool)
+            full_deployments = saturated(deployment_limits, active_by_deployment)
+            # Each pass either claims runs or finds more saturated pools/deployments to leave
+            # out, so a few passes suffice.
+            for _ in range(MAX_CLAIM_PASSES):
+                wanted = limit - len(claims)
+                if wanted <= 0:
+                    break
+                candidates = list(
+                    s.scalars(
+                        self._due_runs_query(now, full_pools, full_deployments).limit(wanted)
+                    ).unique()
+                )
+                skipped = False
+                for row in candidates:
+                    if row.pool_id in full_pools or row.deployment_id in full_deployments:
+                        skipped = True
+                        continue
+                    deployment = s.get(DeploymentRow, row.deployment_id)
+                    assert deployment is not None
+                    claims.append(self._claim(s, row, deployment, claimed_by, lease_seconds, now))
+                    for key, active, limits, full in (
+                        (row.pool_id, active_by_pool, pool_limits, full_pools),
+                        (
+                            row.deployment_id,
+                            active_by_deployment,
+                            deployment_limits,
+                            full_deployments,
+                        ),
+                    ):
+                        active[key] = active.get(key, 0) + 1
+                        if key in limits and active[key] >= limits[key]:
+                            full.add(key)
+                if not skipped:
+                    break
             s.flush()
         return claims
+
+    @staticmethod
+    def _due_runs_query(now: datetime, full_pools: set, full_deployments: set) -> sa.Select:
+        query = (
+            sa.select(RunRow)
+            .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
+            .join(PoolRow, PoolRow.id == RunRow.pool_id)
+            .where(
+                RunRow.state == RunState.SCHEDULED.value,
+                RunRow.scheduled_time <= now,
+                sa.or_(RunRow.not_before.is_(None), RunRow.not_before <= now),
+                PoolRow.type.like("%:push"),
+                PoolRow.paused.is_(False),
+                DeploymentRow.paused.is_(False),
+            )
+            .order_by(RunRow.scheduled_time, RunRow.id)
+            .with_for_update(of=RunRow, skip_locked=True)
+        )
+        if full_pools:
+            query = query.where(RunRow.pool_id.notin_(full_pools))
+        if full_deployments:
+            query = query.where(RunRow.deployment_id.notin_(full_deployments))
+        return query
+
+    def _lock_limits(self, s: Session) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, int]]:
+        """Concurrency limits by pool and deployment id. On PostgreSQL the rows are locked (in
+        id order, so claimers never deadlock) until the claim commits: two replicas then cannot
+        both count the same free slot. SQLite already has one writer at a time."""
+        limits = []
+        for table in (PoolRow, DeploymentRow):
+            query = (
+                sa.select(table.id, table.concurrency_limit)
+                .where(table.concurrency_limit.is_not(None))
+                .order_by(table.id)
+            )
+            if self.is_postgres:
+                query = query.with_for_update()
+            limits.append({key: cap for key, cap in s.execute(query)})
+        return limits[0], limits[1]
 
     @staticmethod
     def _active_counts(s: Session, column: Any) -> dict[uuid.UUID, int]:
@@ -665,6 +747,8 @@ class Store:
             result = []
             for attempt in attempts:
                 row = self._run_row(s, attempt.run_id)
+                if row.pool is None:
+                    continue  # its pool was deleted: no adapter left to ask
                 result.append(
                     Submission(
                         run=_run(row),
@@ -693,6 +777,12 @@ class Store:
             ).all()
             for attempt in attempts:
                 row = self._run_row(s, attempt.run_id)
+                if RunState(row.state) not in ACTIVE_STATES:
+                    # Settled meanwhile (e.g. an operator marked it FAILED): never submit it.
+                    attempt.lease_expires_at = None
+                    attempt.ended_at = now
+                    attempt.error = f"claim expired after the run was already {row.state}"
+                    continue
                 deployment = s.get(DeploymentRow, row.deployment_id)
                 assert deployment is not None
                 attempt.lease_expires_at = now + timedelta(seconds=DEFAULT_LEASE_SECONDS)
@@ -796,9 +886,13 @@ class Store:
             s.flush()
             return _api_key(row)
 
-    def has_admin_key(self) -> bool:
+    def has_admin_key(self, now: datetime | None = None) -> bool:
+        """Whether a usable (not revoked, not expired) admin key exists."""
+        now = now or utcnow()
         with self._session() as s:
             for row in s.scalars(sa.select(ApiKeyRow).where(ApiKeyRow.revoked_at.is_(None))):
-                if ApiScope.ADMIN.value in row.scopes:
+                if ApiScope.ADMIN.value in row.scopes and (
+                    row.expires_at is None or row.expires_at > now
+                ):
                     return True
             return False

@@ -104,7 +104,11 @@ class RunRow(Base):
     deployment_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey("deployments.id", ondelete="CASCADE")
     )
-    pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id"))
+    # Null once the pool is deleted; `pool_name` keeps where a finished run ran.
+    pool_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("pools.id", ondelete="SET NULL")
+    )
+    pool_name: Mapped[str] = mapped_column(sa.String(200))
     flow_name: Mapped[str] = mapped_column(sa.String(200))
     deployment_name: Mapped[str] = mapped_column(sa.String(401))
     state: Mapped[str] = mapped_column(sa.String(16))
@@ -121,7 +125,7 @@ class RunRow(Base):
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     run_token_hash: Mapped[str | None] = mapped_column(sa.String(64))
 
-    pool: Mapped[PoolRow] = relationship(lazy="joined")
+    pool: Mapped[PoolRow | None] = relationship(lazy="joined")
     history: Mapped[list[StateHistoryRow]] = relationship(
         order_by="StateHistoryRow.id", lazy="selectin", cascade="all, delete-orphan"
     )

@@ -4,10 +4,10 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 
 from skylane.api.auth import Principal, require, require_run_access
 from skylane.api.deps import get_store
@@ -36,8 +36,8 @@ def list_runs(
     pool: str | None = None,
     deployment: uuid.UUID | None = None,
     state: list[RunState] | None = Query(default=None),
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0),
     store: Store = Depends(get_store),

@@ -110,7 +110,8 @@ def upgrade() -> None:
         "runs",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("deployment_id", sa.Uuid(), nullable=False),
-        sa.Column("pool_id", sa.Uuid(), nullable=False),
+        sa.Column("pool_id", sa.Uuid(), nullable=True),
+        sa.Column("pool_name", sa.String(length=200), nullable=False),
         sa.Column("flow_name", sa.String(length=200), nullable=False),
         sa.Column("deployment_name", sa.String(length=401), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
@@ -139,7 +140,9 @@ def upgrade() -> None:
             name=op.f("fk_runs_deployment_id_deployments"),
             ondelete="CASCADE",
         ),
-        sa.ForeignKeyConstraint(["pool_id"], ["pools.id"], name=op.f("fk_runs_pool_id_pools")),
+        sa.ForeignKeyConstraint(
+            ["pool_id"], ["pools.id"], name=op.f("fk_runs_pool_id_pools"), ondelete="SET NULL"
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
