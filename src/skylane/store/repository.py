@@ -245,14 +245,7 @@ class Store:
                     field="pool",
                 )
             # Runs can outlive their deployment's move to another pool.
-            unfinished = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(RunRow)
-                .where(
-                    RunRow.pool_id == row.id,
-                    RunRow.state.notin_([st.value for st in TERMINAL_STATES]),
-                )
-            )
+            unfinished = self._unfinished_runs(s, RunRow.pool_id == row.id)
             if unfinished:
                 raise Conflict(
                     f"pool {name!r} still has {unfinished} unfinished run(s); cancel them or "
@@ -262,6 +255,15 @@ class Store:
             # Finished runs made here before their deployment moved stay, naming the pool.
             s.execute(sa.update(RunRow).where(RunRow.pool_id == row.id).values(pool_id=None))
             s.delete(row)
+
+    @staticmethod
+    def _unfinished_runs(s: Session, condition: Any) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(RunRow)
+            .where(condition, RunRow.state.notin_([st.value for st in TERMINAL_STATES]))
+        )
+        return s.scalar(query) or 0
 
     def pool_active_runs(self, name: str) -> int:
         with self._session() as s:
@@ -386,14 +388,7 @@ class Store:
     def delete_deployment(self, deployment_id: uuid.UUID) -> None:
         with self._session() as s:
             row = self._deployment_row(s, deployment_id)
-            active = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(RunRow)
-                .where(
-                    RunRow.deployment_id == row.id,
-                    RunRow.state.notin_([st.value for st in TERMINAL_STATES]),
-                )
-            )
+            active = self._unfinished_runs(s, RunRow.deployment_id == row.id)
             if active:
                 raise Conflict(
                     f"deployment {row.flow_name}/{row.name} has {active} run(s) not finished "
