@@ -325,25 +325,28 @@ def _execute(
 ) -> int:
     reporter = RunReporter(client, run_id)
     stderr = sys.stderr
-    try:
-        execution = _with_retries(client.get_execution, run_id)
-        reporter.set_state(RunState.RUNNING)
-    except IllegalTransition as exc:
-        print(f"skylane: run {run_id} is {exc.current_state}; not executing it", file=stderr)
-        return EXIT_COMPLETED if exc.current_state == RunState.COMPLETED else EXIT_FAILED
-    except SkylaneError as exc:
-        print(f"skylane: cannot start run {run_id}: {exc}", file=stderr)
-        return EXIT_FAILED
-
-    shipper = LogShipper(
-        client, run_id, interval=log_batch_seconds, echo=lambda text: stderr.write(text)
-    )
-    shipper.start()
-    heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
-    heartbeat.start()
+    # From the first moment: a SIGTERM (a cancel, or the provider stopping the container) must
+    # always end in a report, even before the flow starts.
     previous = {s: signal.signal(s, _raise_terminated) for s in (signal.SIGTERM, signal.SIGINT)}
+    shipper: LogShipper | None = None
+    heartbeat: Heartbeat | None = None
     final: tuple[RunState, str | None]
     try:
+        try:
+            execution = _with_retries(client.get_execution, run_id)
+            reporter.set_state(RunState.RUNNING)
+        except IllegalTransition as exc:
+            print(f"skylane: run {run_id} is {exc.current_state}; not executing it", file=stderr)
+            return EXIT_COMPLETED if exc.current_state == RunState.COMPLETED else EXIT_FAILED
+        except SkylaneError as exc:
+            print(f"skylane: cannot start run {run_id}: {exc}", file=stderr)
+            return EXIT_FAILED
+        shipper = LogShipper(
+            client, run_id, interval=log_batch_seconds, echo=lambda text: stderr.write(text)
+        )
+        shipper.start()
+        heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
+        heartbeat.start()
         with captured_output(shipper):
             final = _run_flow(execution.entrypoint, execution.parameters)
     except RunTerminated as exc:
@@ -352,8 +355,10 @@ def _execute(
         # A second SIGTERM while reporting must not lose the report.
         for sig in previous:
             signal.signal(sig, signal.SIG_IGN)
-        heartbeat.stop()
-        shipper.close()
+        if heartbeat is not None:
+            heartbeat.stop()
+        if shipper is not None:
+            shipper.close()
 
     state, message = final
     try:
