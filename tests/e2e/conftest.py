@@ -37,7 +37,12 @@ class Server:
     process: subprocess.Popen[bytes] = field(repr=False)
 
     def cli(
-        self, *args: str, key: bool = True, timeout: float = 60, check: bool = False
+        self,
+        *args: str,
+        key: bool = True,
+        timeout: float = 60,
+        check: bool = False,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         env = dict(self.env)
         if not key:
@@ -45,7 +50,7 @@ class Server:
         result = subprocess.run(
             [*SKYLANE, *args],
             env=env,
-            cwd=self.workdir,
+            cwd=cwd or self.workdir,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -113,3 +113,30 @@ def test_no_key_gets_401(project: Server) -> None:
 
     assert result.returncode == 1
     assert "API key" in result.stderr
+
+
+def test_process_deployment_runs_where_it_was_registered(project: Server) -> None:
+    # The server runs in the project dir; this project lives somewhere else entirely.
+    elsewhere = project.workdir.parent / "elsewhere"
+    (elsewhere / "pipelines").mkdir(parents=True)
+    (elsewhere / "pipelines" / "report.py").write_text(
+        "def report() -> None:\n    print('report written from elsewhere')\n"
+    )
+    project.cli(
+        "deployment",
+        "create",
+        "e2e",
+        "--entrypoint",
+        "pipelines/report.py:report",
+        "--pool",
+        "local",
+        check=True,
+        cwd=elsewhere,
+    )
+
+    watched = project.cli("deployment", "run", "report/e2e", "--watch")
+
+    assert watched.returncode == 0, watched.stdout + watched.stderr
+    assert "report written from elsewhere" in watched.stdout
+    deployment = project.json("deployment", "inspect", "report/e2e")
+    assert deployment["job_variables"]["working_dir"] == str(elsewhere.resolve())

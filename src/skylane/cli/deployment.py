@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from skylane.client import SkylaneClient
 from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
+from skylane.errors import NotFound
 from skylane.models import Deployment
+from skylane.pool_types import parse_pool_type
 
 from . import output
 from .common import (
@@ -62,6 +65,7 @@ def create(
         schema = parameter_schema(fn)
     flow_name = getattr(fn, "__name__", None) or parse_entrypoint(entrypoint).function
     with make_client() as client:
+        _default_working_dir(client, pool, job_variables, base_dir)
         deployment = client.create_deployment(
             flow_name=flow_name,
             name=name,
@@ -80,6 +84,22 @@ def create(
         return
     typer.echo(f"deployment {deployment.full_name} created on pool {deployment.pool_name}")
     typer.echo(f"start a run with: skylane deployment run {deployment.full_name}")
+
+
+def _default_working_dir(
+    client: SkylaneClient, pool: str, job_variables: dict[str, Any], base_dir: Path | None
+) -> None:
+    """A process pool runs the entrypoint on this machine: unless told otherwise, run it where
+    it was found (the server may well have been started in another directory)."""
+    if "working_dir" in job_variables:
+        return
+    try:
+        target = client.get_pool(pool)
+    except NotFound:
+        return  # the create call below reports the missing pool
+    properties = target.base_job_template.get("variables", {}).get("properties", {})
+    if parse_pool_type(target.type).provider == "process" and "working_dir" in properties:
+        job_variables["working_dir"] = str((base_dir or Path.cwd()).resolve())
 
 
 @app.command("ls")
