@@ -407,11 +407,14 @@ def test_pool_commands(cli_api: TestClient, runner: CliRunner, tmp_path: Path) -
     assert gone.exit_code == 1 and "error:" in gone.stderr
 
 
-def test_deployment_and_run_commands(deployed: str, runner: CliRunner, store: Store) -> None:
+def test_deployment_and_run_commands(
+    deployed: str, runner: CliRunner, store: Store, tmp_path: Path
+) -> None:
     deployment = json.loads(invoke(runner, "deployment", "inspect", deployed, "-o", "json").stdout)
     assert deployment["flow_name"] == "etl"
     assert deployment["parameters"] == {"n": 3}
-    assert deployment["job_variables"] == {"env": {"FOO": "bar"}}
+    # A process pool's deployment runs in the directory its entrypoint was loaded from.
+    assert deployment["job_variables"] == {"env": {"FOO": "bar"}, "working_dir": str(tmp_path)}
     assert deployment["parameter_schema"]["properties"]["name"]["default"] == "world"
     assert "etl/nightly" in invoke(runner, "deployment", "ls").stdout
 
