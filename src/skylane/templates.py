@@ -232,17 +232,22 @@ def render(job_configuration: dict, values: dict) -> dict:
     return {} if rendered is _ABSENT else rendered
 
 
-def resolve_job_configuration(template: dict, *layers: dict | None) -> tuple[dict, dict]:
+def resolve_job_configuration(
+    template: dict, *layers: dict | None, template_checked: bool = False
+) -> tuple[dict, dict]:
     """Merge, validate and render: return ``(values, rendered_job_configuration)``.
 
     ``layers`` are the deployment's job_variables, then the run's (see `merge_job_variables`).
+    ``template_checked=True`` skips re-checking the template itself (by far the costliest step:
+    the meta-schema check); pass it only for a template already validated in this form.
 
     Raises:
         InvalidInput: the template is invalid (``field`` starts with ``base_job_template``) or
             the merged variables do not satisfy its schema (``field`` starts with
             ``job_variables``).
     """
-    validate_base_job_template(template)
+    if not template_checked:
+        validate_base_job_template(template)
     values = merge_job_variables(template["variables"], *layers)
     validate_job_variables(template["variables"], values)
     return values, render(template["job_configuration"], values)

@@ -101,7 +101,7 @@ def test_default_template_is_prefect_process_shape() -> None:
 
 def test_render_defaults_to_runtime_command() -> None:
     request = make_adapter().render({"command": None, "env": None}, make_context())
-    assert request.argv == [PY, "-m", "skylane", "run", "execute"]
+    assert request.argv == [PY, "-m", "skylane.runtime"]
     assert request.working_dir is None
     assert request.stream_output is True
     assert request.env == make_context().runtime_env()

@@ -74,8 +74,9 @@ _SUBMIT_LOCK = threading.Lock()
 
 
 def default_argv() -> list[str]:
-    """The command a run executes when the template sets none: the skylane runtime."""
-    return [sys.executable, "-m", "skylane", "run", "execute"]
+    """The command a run executes when the template sets none: the skylane runtime. The same
+    as `skylane run execute`, without importing the CLI first (faster start of every run)."""
+    return [sys.executable, "-m", "skylane.runtime"]
 
 
 def _masked_env(env: dict[str, str]) -> dict[str, str]:
@@ -293,7 +294,7 @@ class ProcessAdapter:
                         "title": "Command",
                         "description": (
                             "The command that starts the run. Leave it unset to use the skylane "
-                            "runtime command (`python -m skylane run execute`)."
+                            "runtime (`python -m skylane.runtime`, i.e. `skylane run execute`)."
                         ),
                         "type": "string",
                     },

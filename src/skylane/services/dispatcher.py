@@ -69,6 +69,7 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._adapters: dict[tuple[str, datetime], Adapter] = {}
+        self._checked_templates: set[tuple[str, datetime]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -106,6 +107,15 @@ class Dispatcher:
             self._adapters[key] = adapter_class(provider)(pool, self.settings)
         return self._adapters[key]
 
+    def _template_checked(self, pool: Pool) -> bool:
+        """Check each pool version's template once (it was validated when stored, but the
+        database may have been edited); later submissions skip the costly meta-schema check."""
+        key = (pool.name, pool.updated_at)
+        if key not in self._checked_templates:
+            templates.validate_base_job_template(pool.base_job_template)
+            self._checked_templates.add(key)
+        return True
+
     def submit_due_runs(self) -> int:
         claims = self.store.claim_due_runs(
             claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds
@@ -120,7 +130,9 @@ class Dispatcher:
         try:
             adapter = self._adapter(claim.pool)
             _, job_configuration = templates.resolve_job_configuration(
-                claim.pool.base_job_template, *job_variable_layers(claim.deployment, claim.run)
+                claim.pool.base_job_template,
+                *job_variable_layers(claim.deployment, claim.run),
+                template_checked=self._template_checked(claim.pool),
             )
             context = RunContext(
                 run_id=claim.run.id,
