@@ -71,7 +71,7 @@ def api_throughput(
                 "flow_name": "noop",
                 "name": "bench",
                 "pool": "bench",
-                "entrypoint": f"{server.flows_dir / 'noop.py'}:noop",
+                "entrypoint": f"{server.workdir / 'flows' / 'noop.py'}:noop",
             },
         )
         deployment.raise_for_status()

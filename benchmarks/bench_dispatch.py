@@ -49,7 +49,7 @@ def _setup(client: SkylaneClient, server: Server, flow: str) -> Deployment:
         flow_name=flow,
         name="bench",
         pool="bench",
-        entrypoint=f"{server.flows_dir / (flow + '.py')}:{flow}",
+        entrypoint=f"{server.workdir / 'flows' / (flow + '.py')}:{flow}",
         job_variables={"working_dir": str(server.workdir)},
     )
 

@@ -8,20 +8,22 @@ test session creates its own database there and drops it at the end, so runs nev
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 
 from skylane.api.app import create_app
 from skylane.models import ApiScope
 from skylane.settings import Settings, normalize_database_url
 from skylane.store import create_engine_for, migrate
 from skylane.store.repository import Store
+from skylane.testing.databases import (
+    postgres_unreachable_reason,
+    reset_postgres_schema,
+    temporary_postgres_database,
+)
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -30,41 +32,16 @@ def postgres_admin_url() -> str:
     return normalize_database_url(os.environ.get("SKYLANE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
 
 
-def _postgres_reason() -> str | None:
-    try:
-        engine = sa.create_engine(postgres_admin_url(), connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # any failure means: skip, and say why
-        return f"PostgreSQL not reachable at {make_url(postgres_admin_url())!r}: {exc}"
-
-
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """URL of a database created for this test session (dropped at the end)."""
-    reason = _postgres_reason()
+    reason = postgres_unreachable_reason(postgres_admin_url())
     if reason:
         if os.environ.get("SKYLANE_REQUIRE_POSTGRES"):
             pytest.fail(reason)
         pytest.skip(reason)
-    admin = sa.create_engine(postgres_admin_url(), isolation_level="AUTOCOMMIT")
-    name = f"skylane_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _reset_postgres(url: str) -> None:
-    engine = sa.create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-    engine.dispose()
+    with temporary_postgres_database(postgres_admin_url(), prefix="skylane_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -73,7 +50,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'skylane.db'}"
     url = request.getfixturevalue("postgres_server_url")
-    _reset_postgres(url)
+    reset_postgres_schema(url)
     return url
 
 

@@ -4,79 +4,27 @@ would."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-SKYLANE = [sys.executable, "-m", "skylane"]
+from skylane.testing.databases import reset_postgres_schema
+from skylane.testing.server import ServerProcess, free_port, running_server
 
+__all__ = ["Server", "free_port"]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# The e2e tests' name for a running server.
+Server = ServerProcess
 
-
-@dataclass
-class Server:
-    url: str
-    api_key: str
-    env: dict[str, str]
-    workdir: Path
-    log_path: Path
-    process: subprocess.Popen[bytes] = field(repr=False)
-
-    def cli(
-        self,
-        *args: str,
-        key: bool = True,
-        timeout: float = 60,
-        check: bool = False,
-        cwd: Path | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        env = dict(self.env)
-        if not key:
-            env.pop("SKYLANE_API_KEY", None)
-        result = subprocess.run(
-            [*SKYLANE, *args],
-            env=env,
-            cwd=cwd or self.workdir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"skylane {' '.join(args)} exited {result.returncode}\n"
-                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-            )
-        return result
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.cli(*args, "--output", "json", check=True).stdout)
-
-    def wait_for_state(self, run_id: str, states: set[str], timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        run: dict = {}
-        while time.monotonic() < deadline:
-            run = self.json("run", "inspect", run_id)  # type: ignore[assignment]
-            if run["state"] in states:
-                return run
-            time.sleep(0.2)
-        raise AssertionError(
-            f"run {run_id} still {run.get('state')} after {timeout}s; "
-            f"server log:\n{self.log_path.read_text()[-4000:]}"
-        )
+# Short intervals so the tests wait as little as possible.
+FAST_SETTINGS = {
+    "SKYLANE_DISPATCHER_INTERVAL_SECONDS": "0.2",
+    "SKYLANE_CRASH_GRACE_SECONDS": "1",
+    "SKYLANE_CANCEL_GRACE_SECONDS": "5",
+    "SKYLANE_HEARTBEAT_SECONDS": "1",
+    "SKYLANE_LOG_BATCH_SECONDS": "0.2",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -85,67 +33,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
         db_url = f"sqlite:///{tmp_path / 'skylane.db'}"
     else:
         db_url = request.getfixturevalue("postgres_server_url")
-        from tests.conftest import _reset_postgres
-
-        _reset_postgres(db_url)
-    port = free_port()
-    workdir = tmp_path / "project"
-    workdir.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SKYLANE_")}
-    env.update(
-        {
-            "SKYLANE_HOME": str(tmp_path / "home"),
-            "SKYLANE_DATABASE_URL": db_url,
-            "SKYLANE_API_URL": f"http://127.0.0.1:{port}",
-            "SKYLANE_DISPATCHER_INTERVAL_SECONDS": "0.2",
-            "SKYLANE_CRASH_GRACE_SECONDS": "1",
-            "SKYLANE_CANCEL_GRACE_SECONDS": "5",
-            "SKYLANE_HEARTBEAT_SECONDS": "1",
-            "SKYLANE_LOG_BATCH_SECONDS": "0.2",
-        }
-    )
-    init = subprocess.run(
-        [*SKYLANE, "server", "init", "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    env["SKYLANE_API_KEY"] = json.loads(init.stdout)["api_key"]
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [*SKYLANE, "server", "start", "--port", str(port)],
-            env=env,
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(
-        url=env["SKYLANE_API_URL"],
-        api_key=env["SKYLANE_API_KEY"],
-        env=env,
-        workdir=workdir,
-        log_path=log_path,
-        process=process,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"{server.url}/health", timeout=1).raise_for_status()
-            break
-        except httpx.HTTPError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log_path.read_text()}") from None
-            time.sleep(0.1)
-    yield server
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        reset_postgres_schema(db_url)
+    with running_server(
+        db_url, workdir=tmp_path / "project", home=tmp_path / "home", settings=FAST_SETTINGS
+    ) as started:
+        yield started
 
 
 FLOWS = {

@@ -33,7 +33,7 @@ def test_run_completes_with_the_flows_own_log_lines(project: Server) -> None:
     assert "printed by the flow for e2e" in watched.stdout
     assert "COMPLETED" in watched.stdout
     run_id = UUID_RE.search(watched.stdout).group(0)
-    run = project.json("run", "inspect", run_id)
+    run = project.cli_json("run", "inspect", run_id)
     assert run["state"] == "COMPLETED"
     assert [h["state"] for h in run["history"]] == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]
     assert run["parameters"] == {"name": "e2e", "count": 3}
@@ -57,7 +57,7 @@ def test_failing_flow_is_failed_with_its_traceback(project: Server) -> None:
 
     assert watched.returncode == 1
     run_id = UUID_RE.search(watched.stdout).group(0)
-    run = project.json("run", "inspect", run_id)
+    run = project.cli_json("run", "inspect", run_id)
     assert run["state"] == "FAILED"
     assert "ZeroDivisionError" in run["state_message"]
     assert "Traceback" in run["state_message"]
@@ -75,7 +75,7 @@ def test_cancelling_a_sleeping_flow_ends_cancelled(project: Server) -> None:
         "local",
         check=True,
     )
-    run_id = project.json("deployment", "run", "sleepy/e2e")["id"]  # type: ignore[index]
+    run_id = project.cli_json("deployment", "run", "sleepy/e2e")["id"]  # type: ignore[index]
     project.wait_for_state(run_id, {"RUNNING"})
 
     project.cli("run", "cancel", run_id, check=True)
@@ -102,7 +102,7 @@ def test_wrong_parameter_type_is_rejected_naming_the_parameter(project: Server) 
 
     assert result.returncode == 1
     assert "count" in result.stderr
-    assert project.json("run", "ls") == []
+    assert project.cli_json("run", "ls") == []
 
 
 def test_no_key_gets_401(project: Server) -> None:
@@ -138,5 +138,5 @@ def test_process_deployment_runs_where_it_was_registered(project: Server) -> Non
 
     assert watched.returncode == 0, watched.stdout + watched.stderr
     assert "report written from elsewhere" in watched.stdout
-    deployment = project.json("deployment", "inspect", "report/e2e")
+    deployment = project.cli_json("deployment", "inspect", "report/e2e")
     assert deployment["job_variables"]["working_dir"] == str(elsewhere.resolve())
