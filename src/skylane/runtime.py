@@ -120,7 +120,8 @@ class LogShipper:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=30)
         while batch := self._drain():
             self._send(batch)
 
@@ -185,43 +186,45 @@ class FdCapture:
 def captured_output(shipper: LogShipper) -> Iterator[Callable[[str], None]]:
     """Capture fds 1 and 2 and route logging to the API. Yields a writer to the original
     stderr, for the runtime's own messages."""
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-        # A pipe makes Python block-buffer; line buffering keeps log order and timestamps.
-        with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    out = FdCapture(1, "stdout", shipper)
-    err = FdCapture(2, "stderr", shipper)
-    original_stderr = err.original
+    with signals_deferred():
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+            # A pipe makes Python block-buffer; line buffering keeps log order and timestamps.
+            with contextlib.suppress(AttributeError, ValueError):
+                stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        out = FdCapture(1, "stdout", shipper)
+        err = FdCapture(2, "stderr", shipper)
+        original_stderr = err.original
+        root = logging.getLogger()
+        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s")
+        api_handler = ApiLogHandler(shipper)
+        api_handler.setFormatter(formatter)
+        # Echo records to the original stderr (not the captured one: they'd be shipped twice).
+        echo_handler = logging.StreamHandler(os.fdopen(os.dup(original_stderr), "w", buffering=1))
+        echo_handler.setFormatter(formatter)
+        old_level = root.level
+        root.addHandler(api_handler)
+        root.addHandler(echo_handler)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
 
     def write_original(text: str) -> None:
         with contextlib.suppress(OSError):
             os.write(original_stderr, text.encode())
 
-    root = logging.getLogger()
-    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s")
-    api_handler = ApiLogHandler(shipper)
-    api_handler.setFormatter(formatter)
-    # Echo records to the original stderr (not the captured one, or they'd be shipped twice).
-    echo_handler = logging.StreamHandler(os.fdopen(os.dup(original_stderr), "w", buffering=1))
-    echo_handler.setFormatter(formatter)
-    old_level = root.level
-    root.addHandler(api_handler)
-    root.addHandler(echo_handler)
-    if root.level == logging.NOTSET or root.level > logging.INFO:
-        root.setLevel(logging.INFO)
     try:
         yield write_original
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        root.removeHandler(api_handler)
-        root.removeHandler(echo_handler)
-        echo_handler.close()
-        root.setLevel(old_level)
-        out.close()
-        err.close()
+        with signals_deferred():
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            root.removeHandler(api_handler)
+            root.removeHandler(echo_handler)
+            echo_handler.close()
+            root.setLevel(old_level)
+            out.close()
+            err.close()
 
 
 # --- talking to the API -------------------------------------------------------------------------
@@ -273,10 +276,24 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=5)
 
 
 # --- executing ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while setting up or tearing down (starting threads, swapping file
+    descriptors): a signal arriving meanwhile is delivered, and raised, right after, at a point
+    where everything is in a known state."""
+    held = {signal.SIGTERM, signal.SIGINT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
@@ -341,12 +358,13 @@ def _execute(
         except SkylaneError as exc:
             print(f"skylane: cannot start run {run_id}: {exc}", file=stderr)
             return EXIT_FAILED
-        shipper = LogShipper(
-            client, run_id, interval=log_batch_seconds, echo=lambda text: stderr.write(text)
-        )
-        shipper.start()
-        heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
-        heartbeat.start()
+        with signals_deferred():
+            shipper = LogShipper(
+                client, run_id, interval=log_batch_seconds, echo=lambda text: stderr.write(text)
+            )
+            shipper.start()
+            heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
+            heartbeat.start()
         with captured_output(shipper):
             final = _run_flow(execution.entrypoint, execution.parameters)
     except RunTerminated as exc:

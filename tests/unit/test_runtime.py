@@ -196,14 +196,31 @@ def test_sigterm_without_a_cancel_is_a_crash(store: Store, live_api: str, flows_
 def test_sigterm_during_a_cancel_is_cancelled(store: Store, live_api: str, flows_dir: Path) -> None:
     run, token = claimed_run(store, "sleepy")
     process = start_runtime(live_api, run, token, flows_dir)
-    wait_for(store, run, RunState.RUNNING)
+    deadline = time.monotonic() + 20
+    while not any("sleeping" in m for m in messages(store, run)):  # the flow is in its sleep
+        assert time.monotonic() < deadline, "the flow never started sleeping"
+        time.sleep(0.05)
     store.cancel_run(run.id)
 
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=30)
+    _, err = process.communicate(timeout=30)
 
-    assert store.get_run(run.id).state == RunState.CANCELLED
-    assert any("sleeping" in m for m in messages(store, run))
+    assert store.get_run(run.id).state == RunState.CANCELLED, err
+
+
+def test_sigterm_the_moment_the_run_is_running_is_still_reported(
+    store: Store, live_api: str, flows_dir: Path
+) -> None:
+    # The signal may land before the flow even started: it must be reported all the same.
+    run, token = claimed_run(store, "sleepy")
+    process = start_runtime(live_api, run, token, flows_dir)
+    wait_for(store, run, RunState.RUNNING, timeout=20)
+    store.cancel_run(run.id)
+
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=30)
+
+    assert store.get_run(run.id).state == RunState.CANCELLED, err
 
 
 def test_async_flow_and_parameter_conversion(store: Store, live_api: str, flows_dir: Path) -> None:
