@@ -243,6 +243,21 @@ class SkylaneClient:
             )
         ]
 
+    def read_provider_logs(self, run_id: uuid.UUID | str) -> list[dict[str, Any]]:
+        """The provider's own log of the run (e.g. CloudWatch), for when the runtime sent none."""
+        return self._request("GET", f"/api/runs/{run_id}/provider-logs")
+
+    def render_run(
+        self,
+        deployment_id: uuid.UUID,
+        *,
+        parameters: dict[str, Any] | None = None,
+        job_variables: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The provider requests a run would send (nothing is stored, no cloud is called)."""
+        body = {"parameters": parameters or {}, "job_variables": job_variables or {}}
+        return self._request("POST", f"/api/deployments/{deployment_id}/render", json=body)
+
     def follow_logs(self, run_id: uuid.UUID | str, *, after: int = 0) -> Iterator[dict[str, Any]]:
         """Yield log events, then one `{"type": "end", "state": ...}` when the run is over."""
         try:

@@ -43,6 +43,7 @@ API_ROUTES = [
     ("PATCH", "/api/deployments/{deployment_id}"),
     ("DELETE", "/api/deployments/{deployment_id}"),
     ("POST", "/api/deployments/{deployment_id}/runs"),
+    ("POST", "/api/deployments/{deployment_id}/render"),
     ("GET", "/api/runs"),
     ("GET", "/api/runs/{run_id}"),
     ("GET", "/api/runs/{run_id}/execution"),
@@ -52,6 +53,7 @@ API_ROUTES = [
     ("POST", "/api/runs/{run_id}/logs"),
     ("GET", "/api/runs/{run_id}/logs"),
     ("GET", "/api/runs/{run_id}/logs/follow"),
+    ("GET", "/api/runs/{run_id}/provider-logs"),
     ("POST", "/api/keys"),
     ("GET", "/api/keys"),
     ("DELETE", "/api/keys/{key_id}"),
@@ -728,6 +730,7 @@ def test_missing_run_is_404(api: TestClient) -> None:
         ("POST", f"/api/runs/{U}/cancel"),
         ("GET", f"/api/runs/{U}/logs"),
         ("GET", f"/api/runs/{U}/logs/follow"),
+        ("GET", f"/api/runs/{U}/provider-logs"),
     ]:
         r = call(api, method, path)
         assert r.status_code == 404, (method, path)

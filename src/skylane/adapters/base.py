@@ -75,12 +75,50 @@ class ProviderLogLine:
     message: str
 
 
+class ResourceCache(Protocol):
+    """What an adapter remembers per pool across runs and restarts (e.g. the task definition
+    ARN registered for a content hash). Backed by the store in the control plane; first
+    writer wins, so concurrent dispatchers agree on one value."""
+
+    def get(self, kind: str, key: str) -> str | None: ...
+
+    def put(self, kind: str, key: str, value: str) -> str:
+        """Store `value` unless a value exists already; return the value that is stored."""
+        ...
+
+    def items(self, kind: str) -> dict[str, str]: ...
+
+    def delete(self, kind: str, key: str) -> None: ...
+
+
+class MemoryResourceCache:
+    """A ResourceCache in a dict: for previews and tests."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], str] = {}
+
+    def get(self, kind: str, key: str) -> str | None:
+        return self._data.get((kind, key))
+
+    def put(self, kind: str, key: str, value: str) -> str:
+        return self._data.setdefault((kind, key), value)
+
+    def items(self, kind: str) -> dict[str, str]:
+        return {k: v for (knd, k), v in self._data.items() if knd == kind}
+
+    def delete(self, kind: str, key: str) -> None:
+        self._data.pop((kind, key), None)
+
+
 class Adapter(Protocol):
-    """One provider. Constructed per pool: `Adapter(pool, settings)`."""
+    """One provider. Constructed per pool: `Adapter(pool, settings, cache=...)`; `cache`
+    defaults to a MemoryResourceCache."""
 
     provider: ClassVar[str]
 
-    def __init__(self, pool: Pool, settings: Settings) -> None: ...
+    def __init__(
+        self, pool: Pool, settings: Settings, *, cache: ResourceCache | None = None
+    ) -> None: ...
 
     @classmethod
     def default_template(cls) -> dict[str, Any]:
@@ -89,6 +127,10 @@ class Adapter(Protocol):
 
     def render(self, job_configuration: dict[str, Any], context: RunContext) -> Any:
         """The exact provider request for this run. Pure: no I/O."""
+        ...
+
+    def describe(self, request: Any) -> dict[str, Any]:
+        """The request as JSON for people (`skylane deployment render`), secrets masked."""
         ...
 
     def submit(self, request: Any, key: str) -> str:
@@ -104,5 +146,10 @@ class Adapter(Protocol):
     def cancel(self, ref: str) -> None: ...
 
     def cleanup(self, ref: str) -> None: ...
+
+    def teardown(self) -> None:
+        """The pool is being deleted: remove what this adapter created for it and only that
+        (e.g. task definitions skylane registered), where the pool's settings ask for it."""
+        ...
 
     def logs(self, ref: str, since: datetime | None = None) -> list[ProviderLogLine]: ...

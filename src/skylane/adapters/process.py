@@ -47,7 +47,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from skylane.adapters.base import ProviderLogLine, ProviderState, ProviderStatus, RunContext
+from skylane.adapters.base import (
+    MemoryResourceCache,
+    ProviderLogLine,
+    ProviderState,
+    ProviderStatus,
+    ResourceCache,
+    RunContext,
+)
 from skylane.errors import PermanentProviderError, ProviderNotFound, TransientProviderError
 from skylane.models import Pool
 from skylane.settings import Settings, data_dir
@@ -267,9 +274,17 @@ class ProcessAdapter:
 
     provider: ClassVar[str] = "process"
 
-    def __init__(self, pool: Pool, settings: Settings, *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        *,
+        cache: ResourceCache | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
         self.pool = pool
         self.settings = settings
+        self.cache = cache or MemoryResourceCache()
         self.state_dir = Path(state_dir) if state_dir else data_dir() / "process-runs"
 
     # -- template and request ----------------------------------------------------------------
@@ -669,6 +684,12 @@ class ProcessAdapter:
         timer = threading.Timer(remaining, _kill_run, args=(pid, start_time))
         timer.daemon = True
         timer.start()
+
+    def describe(self, request: ProcessRequest) -> dict[str, Any]:
+        return request.redacted()
+
+    def teardown(self) -> None:
+        """Nothing outlives a process run but its files, which `cleanup` removes."""
 
     def cleanup(self, ref: str) -> None:
         """Remove the run's files. Unknown refs and missing files are fine."""

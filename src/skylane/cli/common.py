@@ -100,6 +100,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
+SettingOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--setting",
+        metavar="KEY=VALUE",
+        help="A provider setting of the pool, e.g. region=eu-west-1, endpoint_url=http://...",
+    ),
+]
+CredentialOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--credential",
+        metavar="KEY=VALUE",
+        help="A credentials reference, never a secret: profile=NAME, or role_arn=ARN "
+        "(with external_id=ID); without any, the cloud's default credential chain is used.",
+    ),
+]
+
+
 def parse_assignments(values: list[str] | None, option: str) -> dict[str, Any]:
     """`["n=3", "env.FOO=bar"]` -> `{"n": 3, "env": {"FOO": "bar"}}`."""
     result: dict[str, Any] = {}

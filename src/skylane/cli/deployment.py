@@ -165,6 +165,24 @@ def delete(full_name: FullName, yes: YesOption = False) -> None:
     typer.echo(f"deployment {deployment.full_name} deleted")
 
 
+@app.command()
+def render(
+    full_name: FullName,
+    param: ParamOption = None,
+    job_variable: JobVariableOption = None,
+) -> None:
+    """Print the exact provider requests a run would send (as JSON, secrets masked). Nothing
+    is stored and no cloud is called."""
+    parameters = parse_assignments(param, "--param")
+    job_variables = parse_assignments(job_variable, "--job-variable")
+    with make_client() as client:
+        deployment = client.get_deployment_by_name(full_name)
+        rendered = client.render_run(
+            deployment.id, parameters=parameters, job_variables=job_variables
+        )
+    output.print_json(rendered)
+
+
 @app.command("run")
 def run_deployment(
     full_name: FullName,

@@ -13,7 +13,17 @@ from skylane.models import Pool
 from skylane.pool_types import parse_pool_type
 
 from . import output
-from .common import Output, OutputOption, YesOption, confirm, make_client, read_json_file
+from .common import (
+    CredentialOption,
+    Output,
+    OutputOption,
+    SettingOption,
+    YesOption,
+    confirm,
+    make_client,
+    parse_assignments,
+    read_json_file,
+)
 
 app = typer.Typer(help="Work pools: where and how runs are executed.", no_args_is_help=True)
 
@@ -86,6 +96,8 @@ def create(
     concurrency_limit: LimitOption = None,
     paused: Annotated[bool, typer.Option(help="Create it paused: runs wait.")] = False,
     description: DescriptionOption = None,
+    setting: SettingOption = None,
+    credential: CredentialOption = None,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Create a pool; without --base-job-template it gets its type's default template."""
@@ -97,6 +109,8 @@ def create(
         "concurrency_limit": concurrency_limit,
         "description": description,
         "base_job_template": _template(base_job_template),
+        "settings": parse_assignments(setting, "--setting"),
+        "credentials": parse_assignments(credential, "--credential") or None,
     }
     with make_client() as client:
         pool = client.create_pool(**body)
@@ -129,10 +143,29 @@ def update(
     base_job_template: TemplateOption = None,
     concurrency_limit: LimitOption = None,
     description: DescriptionOption = None,
+    setting: SettingOption = None,
+    credential: CredentialOption = None,
+    no_concurrency_limit: Annotated[
+        bool, typer.Option("--no-concurrency-limit", help="Remove the concurrency limit.")
+    ] = False,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
-    """Change a pool's template, concurrency limit or description."""
+    """Change a pool's template, concurrency limit, description, settings or credentials.
+    Settings given are merged into the pool's; credentials given replace the pool's."""
     changes: dict[str, Any] = {}
+    if setting:
+        with make_client() as client:
+            current = client.get_pool(name).settings
+        changes["settings"] = {**current, **parse_assignments(setting, "--setting")}
+    if credential:
+        changes["credentials"] = parse_assignments(credential, "--credential")
+    if no_concurrency_limit:
+        if concurrency_limit is not None:
+            raise InvalidInput(
+                "pass either --concurrency-limit or --no-concurrency-limit",
+                field="--no-concurrency-limit",
+            )
+        changes["concurrency_limit"] = None
     if base_job_template is not None:
         changes["base_job_template"] = _template(base_job_template)
     if concurrency_limit is not None:
@@ -141,7 +174,8 @@ def update(
         changes["description"] = description
     if not changes:
         raise InvalidInput(
-            "nothing to change; pass --base-job-template, --concurrency-limit or --description",
+            "nothing to change; pass --base-job-template, --concurrency-limit, --description, "
+            "--setting or --credential",
             field="options",
         )
     with make_client() as client:

@@ -129,6 +129,16 @@ def logs(
             for line in page:
                 output.print_text(line.message)
             after = page[-1].id
+        if after == 0:
+            # The runtime sent nothing (e.g. the container never started): show what the
+            # provider itself logged, if it keeps a log.
+            provider_lines = client.read_provider_logs(run_id)
+            if provider_lines:
+                output.print_text(
+                    "(no logs from the runtime; the provider's log follows)", err=True
+                )
+            for provider_line in provider_lines:
+                output.print_text(provider_line["message"])
 
 
 @app.command()

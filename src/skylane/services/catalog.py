@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
 from skylane import templates
-from skylane.adapters import adapter_class
+from skylane.adapters import Adapter, adapter_class
 from skylane.api.schemas import (
     DeploymentCreate,
     DeploymentUpdate,
@@ -24,8 +25,11 @@ from skylane.api.schemas import (
 )
 from skylane.entrypoints import parse_entrypoint, validate_parameters
 from skylane.errors import InvalidInput, NotFound
-from skylane.models import Deployment, Pool, Run
+from skylane.models import Deployment, Pool, Run, RunState
 from skylane.pool_types import parse_pool_type
+from skylane.services.adapters import PREVIEW_RUN_ID, deployment_preview_context, make_adapter
+from skylane.services.urls import api_url_for_runs
+from skylane.settings import Settings
 from skylane.store.repository import Store
 
 
@@ -99,6 +103,14 @@ def update_pool(store: Store, name: str, body: PoolUpdate) -> Pool:
     return store.update_pool(name, changes)
 
 
+def delete_pool(store: Store, settings: Settings, name: str) -> None:
+    """Refuse first if the pool is still in use; then let its adapter remove what it created
+    for the pool (a provider error stops here, with the pool kept); then delete it."""
+    store.check_pool_deletable(name)
+    make_adapter(store, settings, store.get_pool(name)).teardown()
+    store.delete_pool(name)
+
+
 # --- deployments ------------------------------------------------------------------------------
 
 
@@ -124,52 +136,58 @@ def _check_parameter_schema(schema: dict[str, Any]) -> None:
         ) from exc
 
 
-def _check_deployment(
-    pool: Pool, *, parameters: dict[str, Any], schema: dict[str, Any], deployment_layers: list[Any]
-) -> None:
-    _check_parameter_schema(schema)
+def _check_deployment(store: Store, settings: Settings, pool: Pool, deployment: Deployment) -> None:
+    _check_parameter_schema(deployment.parameter_schema)
     # Defaults may leave required parameters to each run.
-    validate_parameters(_optional_required(schema), parameters)
-    variables = _optional_required(_variables_schema(pool))
-    values = templates.merge_job_variables(variables, *deployment_layers)
-    templates.validate_job_variables(variables, values)
+    validate_parameters(_optional_required(deployment.parameter_schema), deployment.parameters)
+    variables = _variables_schema(pool)
+    values = templates.merge_job_variables(variables, *job_variable_layers(deployment))
+    templates.validate_job_variables(_optional_required(variables), values)
+    # A request the provider would refuse (a Fargate cpu/memory pair, a malformed ARN...) is
+    # refused now, before any cloud call; unless required variables are still left to runs.
+    if all(name in values for name in variables.get("required", [])):
+        render_request(store, settings, pool, deployment, None)
 
 
-def create_deployment(store: Store, body: DeploymentCreate) -> Deployment:
+def render_request(
+    store: Store, settings: Settings, pool: Pool, deployment: Deployment, run: Run | None
+) -> tuple[Adapter, Any]:
+    """The exact provider request a run of `deployment` (or `run`) would send now. Pure: the
+    adapter's `render` does no I/O."""
+    adapter = make_adapter(store, settings, pool)
+    _, job_configuration = templates.resolve_job_configuration(
+        pool.base_job_template, *job_variable_layers(deployment, run)
+    )
+    context = deployment_preview_context(pool, deployment, api_url_for_runs(settings))
+    return adapter, adapter.render(job_configuration, context)
+
+
+def _unsaved_deployment(pool: Pool, fields: dict[str, Any]) -> Deployment:
+    now = datetime.now(UTC)
+    return Deployment(
+        id=PREVIEW_RUN_ID, pool_name=pool.name, created_at=now, updated_at=now, **fields
+    )
+
+
+def create_deployment(store: Store, settings: Settings, body: DeploymentCreate) -> Deployment:
     parse_entrypoint(body.entrypoint)
     pool = _pool_for(store, body.pool)
-    layers = [{"image": body.image} if body.image else None, body.job_variables]
-    _check_deployment(
-        pool, parameters=body.parameters, schema=body.parameter_schema, deployment_layers=layers
-    )
-    return store.create_deployment(
-        flow_name=body.flow_name,
-        name=body.name,
-        pool_name=pool.name,
-        entrypoint=body.entrypoint,
-        image=body.image,
-        parameters=body.parameters,
-        parameter_schema=body.parameter_schema,
-        job_variables=body.job_variables,
-        tags=body.tags,
-        description=body.description,
-        concurrency_limit=body.concurrency_limit,
-        paused=body.paused,
-    )
+    fields = body.model_dump(exclude={"pool"})
+    _check_deployment(store, settings, pool, _unsaved_deployment(pool, fields))
+    return store.create_deployment(pool_name=pool.name, **fields)
 
 
-def update_deployment(store: Store, deployment_id: uuid.UUID, body: DeploymentUpdate) -> Deployment:
+def update_deployment(
+    store: Store, settings: Settings, deployment_id: uuid.UUID, body: DeploymentUpdate
+) -> Deployment:
     changes = body.model_dump(exclude_unset=True)
     current = store.get_deployment(deployment_id)
     if "entrypoint" in changes:
         parse_entrypoint(changes["entrypoint"])
-    merged = current.model_copy(update={k: v for k, v in changes.items() if k != "pool"})
     pool = _pool_for(store, changes.get("pool") or current.pool_name)
+    updated = {k: v for k, v in changes.items() if k != "pool"}
     _check_deployment(
-        pool,
-        parameters=merged.parameters,
-        schema=merged.parameter_schema,
-        deployment_layers=job_variable_layers(merged),
+        store, settings, pool, current.model_copy(update={**updated, "pool_name": pool.name})
     )
     if "pool" in changes:
         changes["pool_name"] = changes.pop("pool")
@@ -179,19 +197,54 @@ def update_deployment(store: Store, deployment_id: uuid.UUID, body: DeploymentUp
 # --- runs ---------------------------------------------------------------------------------------
 
 
-def create_run(store: Store, deployment_id: uuid.UUID, body: RunCreate) -> Run:
+def _checked_run(
+    store: Store, deployment_id: uuid.UUID, body: RunCreate
+) -> tuple[Deployment, Pool, Run]:
+    """The run `body` asks for, validated but not stored."""
     deployment = store.get_deployment(deployment_id)
     pool = store.get_pool(deployment.pool_name)
-    parameters = {**deployment.parameters, **body.parameters}
-    validate_parameters(deployment.parameter_schema, parameters)
-    variables = _variables_schema(pool)
-    values = templates.merge_job_variables(
-        variables, image_layer(deployment), deployment.job_variables, body.job_variables
+    now = datetime.now(UTC)
+    run = Run(
+        id=PREVIEW_RUN_ID,
+        deployment_id=deployment.id,
+        deployment_name=deployment.full_name,
+        pool_name=pool.name,
+        flow_name=deployment.flow_name,
+        state=RunState.SCHEDULED,
+        parameters={**deployment.parameters, **body.parameters},
+        job_variables=body.job_variables,
+        scheduled_time=body.scheduled_time or now,
+        created_at=now,
+        updated_at=now,
     )
+    validate_parameters(deployment.parameter_schema, run.parameters)
+    variables = _variables_schema(pool)
+    values = templates.merge_job_variables(variables, *job_variable_layers(deployment, run))
     templates.validate_job_variables(variables, values)
+    return deployment, pool, run
+
+
+def create_run(store: Store, settings: Settings, deployment_id: uuid.UUID, body: RunCreate) -> Run:
+    deployment, pool, run = _checked_run(store, deployment_id, body)
+    render_request(store, settings, pool, deployment, run)  # the provider would accept it
     return store.create_run(
         deployment,
-        parameters=parameters,
+        parameters=run.parameters,
         job_variables=body.job_variables,
         scheduled_time=body.scheduled_time,
     )
+
+
+def preview_run(
+    store: Store, settings: Settings, deployment_id: uuid.UUID, body: RunCreate
+) -> dict[str, Any]:
+    """What `skylane deployment render` shows: the provider requests a run would send."""
+    deployment, pool, run = _checked_run(store, deployment_id, body)
+    adapter, request = render_request(store, settings, pool, deployment, run)
+    return {
+        "deployment": deployment.full_name,
+        "pool": pool.name,
+        "pool_type": pool.type,
+        "parameters": run.parameters,
+        "request": adapter.describe(request),
+    }

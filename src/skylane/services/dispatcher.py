@@ -25,11 +25,12 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from skylane import templates
-from skylane.adapters import Adapter, ProviderState, RunContext, adapter_class
+from skylane.adapters import Adapter, ProviderState, RunContext
 from skylane.errors import IllegalTransition, ProviderError, SkylaneError, ThrottledError
 from skylane.models import Pool, RunState
-from skylane.pool_types import parse_pool_type
+from skylane.services.adapters import make_adapter
 from skylane.services.catalog import job_variable_layers
+from skylane.services.urls import api_url_for_runs
 from skylane.settings import Settings
 from skylane.store.repository import Claim, Store, Submission
 
@@ -41,13 +42,6 @@ BACKOFF_CAP_SECONDS = 300.0
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def api_url_for_runs(settings: Settings) -> str:
-    if settings.public_api_url:
-        return settings.public_api_url.rstrip("/")
-    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    return f"http://{host}:{settings.port}"
 
 
 def retry_delay(attempt_number: int, error: ProviderError) -> float:
@@ -103,8 +97,7 @@ class Dispatcher:
     def _adapter(self, pool: Pool) -> Adapter:
         key = (pool.name, pool.updated_at)
         if key not in self._adapters:
-            provider = parse_pool_type(pool.type).provider
-            self._adapters[key] = adapter_class(provider)(pool, self.settings)
+            self._adapters[key] = make_adapter(self.store, self.settings, pool)
         return self._adapters[key]
 
     def _template_checked(self, pool: Pool) -> bool:
@@ -239,9 +232,9 @@ class Dispatcher:
             target, message = RunState.CANCELLED, "stopped at the provider"
         else:
             code = "" if status.exit_code is None else f" with exit code {status.exit_code}"
-            detail = f" ({status.message})" if status.message else ""
+            detail = f": {status.message}" if status.message else ""
             target = RunState.CRASHED
-            message = f"the run's process ended{code}{detail} without reporting a final state"
+            message = f"ended at the provider{code} without reporting a final state{detail}"
         # IllegalTransition: the runtime's own final report won the race, which is fine.
         with contextlib.suppress(IllegalTransition):
             self.store.set_run_state(run.id, target, message=message)

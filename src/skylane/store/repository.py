@@ -41,6 +41,7 @@ from skylane.store.tables import (
     DeploymentRow,
     LogRow,
     PoolRow,
+    ProviderResourceRow,
     RunRow,
     StateHistoryRow,
 )
@@ -230,31 +231,39 @@ class Store:
             s.flush()
             return _pool(row)
 
+    def check_pool_deletable(self, name: str) -> None:
+        """Raise Conflict when the pool cannot be deleted yet (say why); NotFound if absent."""
+        with self._session() as s:
+            self._pool_deletion_blockers(s, self._pool_row(s, name))
+
     def delete_pool(self, name: str) -> None:
         with self._session() as s:
             row = self._pool_row(s, name, lock=True)
-            count = s.scalar(
-                sa.select(sa.func.count())
-                .select_from(DeploymentRow)
-                .where(DeploymentRow.pool_id == row.id)
-            )
-            if count:
-                raise Conflict(
-                    f"pool {name!r} still has {count} deployment(s); delete them or move them "
-                    "to another pool first",
-                    field="pool",
-                )
-            # Runs can outlive their deployment's move to another pool.
-            unfinished = self._unfinished_runs(s, RunRow.pool_id == row.id)
-            if unfinished:
-                raise Conflict(
-                    f"pool {name!r} still has {unfinished} unfinished run(s); cancel them or "
-                    "wait for them to finish first",
-                    field="pool",
-                )
+            self._pool_deletion_blockers(s, row)
             # Finished runs made here before their deployment moved stay, naming the pool.
             s.execute(sa.update(RunRow).where(RunRow.pool_id == row.id).values(pool_id=None))
             s.delete(row)
+
+    def _pool_deletion_blockers(self, s: Session, row: PoolRow) -> None:
+        count = s.scalar(
+            sa.select(sa.func.count())
+            .select_from(DeploymentRow)
+            .where(DeploymentRow.pool_id == row.id)
+        )
+        if count:
+            raise Conflict(
+                f"pool {row.name!r} still has {count} deployment(s); delete them or move them "
+                "to another pool first",
+                field="pool",
+            )
+        # Runs can outlive their deployment's move to another pool.
+        unfinished = self._unfinished_runs(s, RunRow.pool_id == row.id)
+        if unfinished:
+            raise Conflict(
+                f"pool {row.name!r} still has {unfinished} unfinished run(s); cancel them or "
+                "wait for them to finish first",
+                field="pool",
+            )
 
     @staticmethod
     def _unfinished_runs(s: Session, condition: Any) -> int:
@@ -833,6 +842,58 @@ class Store:
                 .limit(limit)
             )
             return [LogLine.model_validate(r) for r in rows]
+
+    # --- provider resources (the adapters' per-pool cache) -------------------------------------
+
+    def get_provider_resource(self, pool_id: uuid.UUID, kind: str, key: str) -> str | None:
+        with self._session() as s:
+            return s.scalar(
+                sa.select(ProviderResourceRow.value).where(
+                    ProviderResourceRow.pool_id == pool_id,
+                    ProviderResourceRow.kind == kind,
+                    ProviderResourceRow.key == key,
+                )
+            )
+
+    def put_provider_resource(self, pool_id: uuid.UUID, kind: str, key: str, value: str) -> str:
+        """Record `value` unless one is recorded already; return the recorded value. Two
+        dispatchers racing here agree on the first one's value."""
+        try:
+            with self._session() as s:
+                existing = s.scalar(
+                    sa.select(ProviderResourceRow.value).where(
+                        ProviderResourceRow.pool_id == pool_id,
+                        ProviderResourceRow.kind == kind,
+                        ProviderResourceRow.key == key,
+                    )
+                )
+                if existing is not None:
+                    return existing
+                s.add(ProviderResourceRow(pool_id=pool_id, kind=kind, key=key, value=value))
+                return value
+        except IntegrityError:
+            stored = self.get_provider_resource(pool_id, kind, key)
+            assert stored is not None
+            return stored
+
+    def list_provider_resources(self, pool_id: uuid.UUID, kind: str) -> dict[str, str]:
+        with self._session() as s:
+            rows = s.execute(
+                sa.select(ProviderResourceRow.key, ProviderResourceRow.value)
+                .where(ProviderResourceRow.pool_id == pool_id, ProviderResourceRow.kind == kind)
+                .order_by(ProviderResourceRow.id)
+            )
+            return {key: value for key, value in rows}
+
+    def delete_provider_resource(self, pool_id: uuid.UUID, kind: str, key: str) -> None:
+        with self._session() as s:
+            s.execute(
+                sa.delete(ProviderResourceRow).where(
+                    ProviderResourceRow.pool_id == pool_id,
+                    ProviderResourceRow.kind == kind,
+                    ProviderResourceRow.key == key,
+                )
+            )
 
     # --- API keys ---------------------------------------------------------------------------
 

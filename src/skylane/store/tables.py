@@ -195,3 +195,20 @@ class ApiKeyRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProviderResourceRow(Base):
+    """Something an adapter created for a pool and reuses across runs and restarts (e.g. an
+    ECS task definition ARN per content hash). Rows go with their pool."""
+
+    __tablename__ = "provider_resources"
+    __table_args__ = (
+        sa.UniqueConstraint("pool_id", "kind", "key", name="uq_provider_resources_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    key: Mapped[str] = mapped_column(sa.String(200))
+    value: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
 from skylane.api.auth import require
-from skylane.api.deps import get_store, notify_dispatcher
+from skylane.api.deps import get_settings, get_store, notify_dispatcher
 from skylane.api.schemas import DeploymentCreate, DeploymentUpdate, RunCreate
 from skylane.models import ApiScope, Deployment, Run
 from skylane.services import catalog
+from skylane.settings import Settings
 from skylane.store.repository import Store
 
 router = APIRouter(prefix="/api", tags=["deployments"])
@@ -20,12 +22,18 @@ router = APIRouter(prefix="/api", tags=["deployments"])
     status_code=201,
     dependencies=[Depends(require(ApiScope.DEPLOY))],
 )
-def create_deployment(body: DeploymentCreate, store: Store = Depends(get_store)) -> Deployment:
-    return catalog.create_deployment(store, body)
+def create_deployment(
+    body: DeploymentCreate,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> Deployment:
+    return catalog.create_deployment(store, settings, body)
 
 
 @router.get(
-    "/deployments", response_model=list[Deployment], dependencies=[Depends(require(ApiScope.READ))]
+    "/deployments",
+    response_model=list[Deployment],
+    dependencies=[Depends(require(ApiScope.READ))],
 )
 def list_deployments(
     pool: str | None = None, store: Store = Depends(get_store)
@@ -59,9 +67,12 @@ def read_deployment(deployment_id: uuid.UUID, store: Store = Depends(get_store))
     dependencies=[Depends(require(ApiScope.DEPLOY))],
 )
 def update_deployment(
-    deployment_id: uuid.UUID, body: DeploymentUpdate, store: Store = Depends(get_store)
+    deployment_id: uuid.UUID,
+    body: DeploymentUpdate,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
 ) -> Deployment:
-    return catalog.update_deployment(store, deployment_id, body)
+    return catalog.update_deployment(store, settings, deployment_id, body)
 
 
 @router.delete(
@@ -81,8 +92,27 @@ def delete_deployment(deployment_id: uuid.UUID, store: Store = Depends(get_store
     dependencies=[Depends(require(ApiScope.DEPLOY))],
 )
 def create_run(
-    deployment_id: uuid.UUID, body: RunCreate, request: Request, store: Store = Depends(get_store)
+    deployment_id: uuid.UUID,
+    body: RunCreate,
+    request: Request,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
 ) -> Run:
-    run = catalog.create_run(store, deployment_id, body)
+    run = catalog.create_run(store, settings, deployment_id, body)
     notify_dispatcher(request)
     return run
+
+
+@router.post(
+    "/deployments/{deployment_id}/render",
+    dependencies=[Depends(require(ApiScope.READ))],
+)
+def render_run(
+    deployment_id: uuid.UUID,
+    body: RunCreate,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> dict[str, Any]:
+    """The exact provider requests a run with these parameters and job variables would send
+    (secrets masked). Nothing is stored and no cloud is called."""
+    return catalog.preview_run(store, settings, deployment_id, body)

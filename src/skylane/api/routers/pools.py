@@ -4,11 +4,12 @@ from fastapi import APIRouter, Depends, Response
 
 from skylane.adapters import adapter_class
 from skylane.api.auth import require
-from skylane.api.deps import get_store
+from skylane.api.deps import get_settings, get_store
 from skylane.api.schemas import PoolCreate, PoolUpdate
 from skylane.models import ApiScope, Pool
 from skylane.pool_types import parse_pool_type
 from skylane.services import catalog
+from skylane.settings import Settings
 from skylane.store.repository import Store
 
 router = APIRouter(prefix="/api", tags=["pools"])
@@ -37,8 +38,10 @@ def update_pool(name: str, body: PoolUpdate, store: Store = Depends(get_store)) 
 
 
 @router.delete("/pools/{name}", status_code=204, dependencies=[Depends(require(ApiScope.ADMIN))])
-def delete_pool(name: str, store: Store = Depends(get_store)) -> Response:
-    store.delete_pool(name)
+def delete_pool(
+    name: str, store: Store = Depends(get_store), settings: Settings = Depends(get_settings)
+) -> Response:
+    catalog.delete_pool(store, settings, name)
     return Response(status_code=204)
 
 

@@ -4,13 +4,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from skylane.api.auth import Principal, require, require_run_access
-from skylane.api.deps import get_store
+from skylane.api.deps import get_settings, get_store
 from skylane.api.schemas import CancelRequest, LogBatch, StateSet
 from skylane.errors import Forbidden
 from skylane.models import (
@@ -22,6 +23,8 @@ from skylane.models import (
     RunState,
     StateResult,
 )
+from skylane.services.adapters import make_adapter
+from skylane.settings import Settings
 from skylane.store.repository import LogEntry, Store
 
 router = APIRouter(prefix="/api", tags=["runs"])
@@ -170,3 +173,25 @@ def follow_logs(
             time.sleep(FOLLOW_POLL_SECONDS)
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+@router.get("/runs/{run_id}/provider-logs", dependencies=[Depends(require(ApiScope.READ))])
+def read_provider_logs(
+    run_id: uuid.UUID,
+    since: AwareDatetime | None = None,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> list[dict[str, Any]]:
+    """The provider's own log of the run's latest submitted attempt (e.g. CloudWatch for ECS):
+    what to read when the runtime never got to send any, such as a container that failed to
+    start. Empty when nothing was submitted or the provider keeps no log."""
+    run = store.get_run(run_id)
+    attempt = next((a for a in reversed(run.attempts) if a.provider_ref), None)
+    if attempt is None or attempt.provider_ref is None:
+        return []
+    pool = store.get_pool(run.pool_name)
+    lines = make_adapter(store, settings, pool).logs(attempt.provider_ref, since)
+    return [
+        {"timestamp": line.timestamp.isoformat(), "stream": line.stream, "message": line.message}
+        for line in lines
+    ]
