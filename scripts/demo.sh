@@ -9,12 +9,19 @@ export SKYLANE_HOME="$WORK/home"
 export SKYLANE_DATABASE_URL="sqlite:///$WORK/skylane.db"
 PORT="$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 export SKYLANE_API_URL="http://127.0.0.1:$PORT"
+MOTO_PORT="$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+# moto accepts any credentials; these keep boto3 from looking for real ones.
+export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1
 SERVER_PID=""
+MOTO_PID=""
 
 cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    for pid in "$SERVER_PID" "$MOTO_PID"; do
+        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+        fi
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -49,4 +56,64 @@ step "skylane deployment run hello/demo --param count=3 --watch"
 step "skylane run ls"
 "$BIN/skylane" run ls
 
-step "done: the run COMPLETED; stopping the server"
+step "moto_server on $MOTO_URL: a local AWS, with an ECS cluster named 'flows'"
+"$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+MOTO_PID=$!
+"$BIN/python" - "$MOTO_URL" <<'PY'
+import sys, time, boto3, httpx
+url = sys.argv[1]
+for _ in range(100):
+    try:
+        httpx.get(url + "/moto-api/", timeout=1); break
+    except httpx.HTTPError:
+        time.sleep(0.1)
+# Keep tasks where they are: moto would otherwise advance them one state per DescribeTasks.
+httpx.post(url + "/moto-api/state-manager/set-transition", json={
+    "model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}})
+boto3.client("ecs", endpoint_url=url).create_cluster(clusterName="flows")
+print("cluster flows created")
+PY
+
+step "skylane pool create aws --type ecs:push --setting region=us-east-1 --setting endpoint_url=$MOTO_URL"
+"$BIN/skylane" pool create aws --type ecs:push --setting region=us-east-1 \
+    --setting "endpoint_url=$MOTO_URL"
+
+step "skylane deployment create nightly --entrypoint examples/flows/hello.py:hello --pool aws --image ..."
+"$BIN/skylane" deployment create nightly --entrypoint examples/flows/hello.py:hello --pool aws \
+    --image 123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:demo --job-variable cluster=flows
+
+step "skylane deployment render hello/nightly   (the exact ECS requests a run sends)"
+"$BIN/skylane" deployment render hello/nightly --param name=ecs
+
+step "skylane deployment run hello/nightly --param name=ecs"
+RUN_ID="$("$BIN/skylane" deployment run hello/nightly --param name=ecs --output json | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
+TASK_ARN=""
+for _ in $(seq 1 100); do
+    TASK_ARN="$("$BIN/skylane" run inspect "$RUN_ID" --output json | "$BIN/python" -c 'import json, sys; print(next((a["provider_ref"] for a in json.load(sys.stdin)["attempts"] if a["provider_ref"]), ""))')"
+    [ -n "$TASK_ARN" ] && break
+    sleep 0.2
+done
+[ -n "$TASK_ARN" ] || { echo "the run was not pushed to ECS"; "$BIN/skylane" run inspect "$RUN_ID"; exit 1; }
+echo "run $RUN_ID is ECS task $TASK_ARN"
+"$BIN/python" - "$MOTO_URL" "$TASK_ARN" <<'PY'
+import json, sys, boto3
+ecs = boto3.client("ecs", endpoint_url=sys.argv[1])
+task = ecs.describe_tasks(cluster="flows", tasks=[sys.argv[2]], include=["TAGS"])["tasks"][0]
+definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])
+print("task status:", task["lastStatus"], "| tags:", {t["key"]: t["value"] for t in task["tags"]})
+print("its task definition, as registered in ECS:")
+print(json.dumps(definition["taskDefinition"]["containerDefinitions"], indent=2, default=str))
+PY
+echo "(moto runs no containers, so the flow itself cannot start there)"
+
+step "skylane run cancel $RUN_ID   (StopTask, then CANCELLED)"
+"$BIN/skylane" run cancel "$RUN_ID"
+for _ in $(seq 1 100); do
+    STATE="$("$BIN/skylane" run inspect "$RUN_ID" --output json | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["state"])')"
+    [ "$STATE" = "CANCELLED" ] && break
+    sleep 0.2
+done
+echo "run $RUN_ID $STATE"
+[ "$STATE" = "CANCELLED" ]
+
+step "done: a local run COMPLETED and a run was pushed to ECS (moto); stopping"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from skylane.adapters.base import Adapter, ProviderState, ProviderStatus, RunContext
+from skylane.adapters.ecs import EcsAdapter
 from skylane.adapters.process import ProcessAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     ProcessAdapter.provider: ProcessAdapter,
+    EcsAdapter.provider: EcsAdapter,
 }
 
 

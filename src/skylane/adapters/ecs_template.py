@@ -237,6 +237,8 @@ def default_template() -> dict[str, Any]:
         "variables": {
             "type": "object",
             "description": "Variables of an ECS (Fargate) job template.",
+            # The deployment's image fills `image`; a deployment without one leaves it to runs.
+            "required": ["image"],
             "properties": _variables(),
         },
     }
@@ -430,7 +432,7 @@ def _variables() -> dict[str, Any]:
         "cloudwatch_logs_options": {
             "title": "CloudWatch Logs Options",
             "description": (
-                "Extra or overriding awslogs options, e.g. {\"awslogs-group\": \"my-group\"}. "
+                'Extra or overriding awslogs options, e.g. {"awslogs-group": "my-group"}. '
                 "Defaults: group 'skylane', the task's region, stream prefix "
                 "cloudwatch_logs_prefix, awslogs-create-group true."
             ),

@@ -13,7 +13,7 @@ from pydantic import AwareDatetime
 from skylane.api.auth import Principal, require, require_run_access
 from skylane.api.deps import get_settings, get_store
 from skylane.api.schemas import CancelRequest, LogBatch, StateSet
-from skylane.errors import Forbidden
+from skylane.errors import Forbidden, ProviderNotFound
 from skylane.models import (
     TERMINAL_STATES,
     ApiScope,
@@ -190,7 +190,10 @@ def read_provider_logs(
     if attempt is None or attempt.provider_ref is None:
         return []
     pool = store.get_pool(run.pool_name)
-    lines = make_adapter(store, settings, pool).logs(attempt.provider_ref, since)
+    try:
+        lines = make_adapter(store, settings, pool).logs(attempt.provider_ref, since)
+    except ProviderNotFound:
+        return []  # the provider no longer knows the run (ECS forgets tasks after ~1 h)
     return [
         {"timestamp": line.timestamp.isoformat(), "stream": line.stream, "message": line.message}
         for line in lines
