@@ -1012,3 +1012,23 @@ def test_delete_pool_that_still_has_runs(lenient: TestClient, deployment: dict) 
     r = lenient.delete("/api/pools/local")
     assert r.status_code in (204, 409), r.text
     assert lenient.get(f"/api/runs/{run['id']}").status_code == 200
+
+
+def test_a_run_token_stops_working_when_the_run_is_over(
+    api: TestClient, store: Store, deployment: dict
+) -> None:
+    run = create_run(api, deployment)
+    (claim,) = store.claim_due_runs(claimed_by="test", lease_seconds=60)
+    token = {"Authorization": f"Bearer {claim.run_token}"}
+    base = f"/api/runs/{run['id']}"
+    assert api.post(f"{base}/state", json={"state": "RUNNING"}, headers=token).status_code == 200
+    assert api.post(f"{base}/state", json={"state": "COMPLETED"}, headers=token).status_code == 200
+
+    late = api.post(
+        f"{base}/logs",
+        json={"logs": [{"timestamp": "2026-01-01T00:00:00Z", "message": "late"}]},
+        headers=token,
+    )
+
+    assert late.status_code == 401
+    assert api.get(f"{base}/logs").json() == []

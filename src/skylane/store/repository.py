@@ -520,6 +520,9 @@ class Store:
             row.started_at = now
         if state in TERMINAL_STATES:
             row.ended_at = now
+            # The token is visible to whoever can describe the container (ECS overrides, say);
+            # once the run is over nothing may use it, so it stops working now.
+            row.run_token_hash = None
         row.history.append(
             StateHistoryRow(
                 state=state.value, message=message, transition_id=transition_id, timestamp=now
