@@ -343,9 +343,9 @@ def _str_map(value: Any, variable: str) -> dict[str, str]:
     return {str(k): _text(v) for k, v in _dict(value, variable).items() if v is not None}
 
 
-def _env_pairs(value: Any, variable: str) -> list[tuple[str, str]]:
-    """Environment as (name, value) pairs, from an object or an ECS `[{name, value}]` list;
-    entries whose value is null are left out."""
+def _pairs(value: Any, variable: str, key_field: str, what: str) -> list[tuple[str, str]]:
+    """(name, value) pairs from an object, or from an ECS list of `{<key_field>, value}`
+    (`name` for environment, `key` for tags); entries whose value is null are left out."""
     if _is_absent(value):
         return []
     if isinstance(value, dict):
@@ -353,17 +353,25 @@ def _env_pairs(value: Any, variable: str) -> list[tuple[str, str]]:
     if isinstance(value, list):
         pairs = []
         for item in value:
-            if not isinstance(item, dict) or "name" not in item:
+            if not isinstance(item, dict) or key_field not in item:
                 raise InvalidInput(
-                    f"{variable} entries must be objects with a name and a value",
+                    f"{variable} entries must be objects with a {key_field} and a value",
                     field=f"job_variables.{variable}",
                 )
             if item.get("value") is not None:
-                pairs.append((str(item["name"]), _text(item["value"])))
+                pairs.append((str(item[key_field]), _text(item["value"])))
         return pairs
     raise InvalidInput(
-        f"{variable} must be an object of names to values", field=f"job_variables.{variable}"
+        f"{variable} must be an object of {what} to values", field=f"job_variables.{variable}"
     )
+
+
+def _env_pairs(value: Any, variable: str) -> list[tuple[str, str]]:
+    return _pairs(value, variable, "name", "names")
+
+
+def _tag_pairs(value: Any, variable: str) -> list[tuple[str, str]]:
+    return _pairs(value, variable, "key", "tag names")
 
 
 def _merge_env(
@@ -375,27 +383,6 @@ def _merge_env(
             merged.pop(name, None)  # a later layer moves the name to its position
             merged[name] = value
     return [{"name": n, "value": v} for n, v in merged.items() if n not in drop]
-
-
-def _tag_pairs(value: Any, variable: str) -> list[tuple[str, str]]:
-    if _is_absent(value):
-        return []
-    if isinstance(value, dict):
-        return [(str(k), _text(v)) for k, v in value.items() if v is not None]
-    if isinstance(value, list):
-        pairs = []
-        for item in value:
-            if not isinstance(item, dict) or "key" not in item:
-                raise InvalidInput(
-                    f"{variable} entries must be objects with a key and a value",
-                    field=f"job_variables.{variable}",
-                )
-            if item.get("value") is not None:
-                pairs.append((str(item["key"]), _text(item["value"])))
-        return pairs
-    raise InvalidInput(
-        f"{variable} must be an object of tag names to values", field=f"job_variables.{variable}"
-    )
 
 
 def _tag_text(text: str, limit: int) -> str:
