@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
+
+MASK = "****"
+# Names (environment variables, credentials keys) whose values are secrets: masked wherever a
+# value is shown, and never accepted where only a reference belongs.
+SECRET_NAME = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|API_KEY|ACCESS_KEY", re.I
+)
 
 API_KEY_PREFIX = "skl"
 RUN_TOKEN_PREFIX = "sklr"
@@ -61,6 +69,10 @@ def parse_run_token(value: str) -> tuple[uuid.UUID, str] | None:
         return uuid.UUID(hex=parts[1]), parts[2]
     except ValueError:
         return None
+
+
+def is_secret_name(name: str) -> bool:
+    return bool(SECRET_NAME.search(name))
 
 
 def mask(value: str | None) -> str:

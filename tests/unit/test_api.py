@@ -1032,3 +1032,42 @@ def test_a_run_token_stops_working_when_the_run_is_over(
 
     assert late.status_code == 401
     assert api.get(f"{base}/logs").json() == []
+
+
+@pytest.mark.parametrize(
+    "credentials, field",
+    [
+        ({"aws_secret_access_key": "sekrit-value-123"}, "credentials.aws_secret_access_key"),
+        (
+            {"role_arn": "arn:aws:iam::1:role/x", "session_token": "sekrit-value-123"},
+            "credentials.session_token",
+        ),
+        ({"source": {"client_secret": "sekrit-value-123"}}, "credentials.source.client_secret"),
+    ],
+)
+def test_pool_credentials_refuse_secrets_and_never_echo_them(
+    api: TestClient, credentials: dict, field: str
+) -> None:
+    created = api.post(
+        "/api/pools", json={"name": "aws", "type": "process:push", "credentials": credentials}
+    )
+    assert created.status_code == 422
+    assert created.json()["error"]["field"] == field
+    assert "sekrit-value-123" not in created.text
+    assert api.get("/api/pools").json() == []
+
+    api.post("/api/pools", json={"name": "aws", "type": "process:push"})
+    updated = api.patch("/api/pools/aws", json={"credentials": credentials})
+    assert updated.status_code == 422 and "sekrit-value-123" not in updated.text
+    assert api.get("/api/pools/aws").json()["credentials"] is None
+
+
+def test_pool_credentials_references_are_kept(api: TestClient) -> None:
+    reference = {"role_arn": "arn:aws:iam::123456789012:role/skylane", "external_id": "ext-1"}
+
+    response = api.post(
+        "/api/pools", json={"name": "aws", "type": "process:push", "credentials": reference}
+    )
+
+    assert response.status_code == 201
+    assert api.get("/api/pools/aws").json()["credentials"] == reference

@@ -174,13 +174,9 @@ class AwsClients:
         profile = creds.get("profile") or creds.get("profile_name")
         region = self._settings.get("region") or creds.get("region")
         try:
-            base = boto3.Session(
-                profile_name=profile or None,
-                region_name=region or None,
-                aws_access_key_id=creds.get("aws_access_key_id") or None,
-                aws_secret_access_key=creds.get("aws_secret_access_key") or None,
-                aws_session_token=creds.get("aws_session_token") or None,
-            )
+            # Keys are never read from the pool (the API refuses secrets there): a profile,
+            # or the default chain (environment, config files, container or instance role).
+            base = boto3.Session(profile_name=profile or None, region_name=region or None)
         except Exception as exc:
             raise translate_error(exc, action="load the pool's AWS profile") from None
         role_arn = creds.get("role_arn")

@@ -64,13 +64,12 @@ from skylane.errors import (
     TransientProviderError,
 )
 from skylane.models import Pool
+from skylane.security import MASK, is_secret_name
 from skylane.settings import Settings
 
 log = logging.getLogger(__name__)
 
 TOKEN_VARIABLE = "SKYLANE_RUN_TOKEN"
-MASK = "****"
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|API_KEY", re.I)
 
 TAG_ATTEMPT = "skylane-attempt"
 TAG_START_TIMEOUT = "skylane-start-timeout"
@@ -108,7 +107,7 @@ def _masked_env(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     masked = []
     for item in env:
         name = str(item.get("name", ""))
-        if name == TOKEN_VARIABLE or _SECRET_NAME.search(name):
+        if is_secret_name(name):  # the run token included
             item = {**item, "value": MASK}
         masked.append(item)
     return masked

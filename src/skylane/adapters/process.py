@@ -57,16 +57,13 @@ from skylane.adapters.base import (
 )
 from skylane.errors import PermanentProviderError, ProviderNotFound, TransientProviderError
 from skylane.models import Pool
+from skylane.security import MASK, is_secret_name
 from skylane.settings import Settings, data_dir
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR = Path(__file__).with_name("process_supervisor.py")
 KEY_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
-TOKEN_VARIABLE = "SKYLANE_RUN_TOKEN"
-MASK = "****"
-# Env variable names whose values `repr`/`redacted` mask besides the run token.
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|API_KEY", re.I)
 # `logs` returns at most this much of the end of each output file.
 MAX_LOG_BYTES = 8 * 1024 * 1024
 # After SIGKILLing a cancelled run's processes, give its supervisor this long to record the exit
@@ -87,7 +84,8 @@ def default_argv() -> list[str]:
 
 
 def _masked_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: MASK if k == TOKEN_VARIABLE or _SECRET_NAME.search(k) else v for k, v in env.items()}
+    # The run token (SKYLANE_RUN_TOKEN) is caught by the secret-name rule too.
+    return {k: MASK if is_secret_name(k) else v for k, v in env.items()}
 
 
 @dataclass(frozen=True, eq=True)

@@ -27,6 +27,7 @@ from skylane.entrypoints import parse_entrypoint, validate_parameters
 from skylane.errors import InvalidInput, NotFound
 from skylane.models import Deployment, Pool, Run, RunState
 from skylane.pool_types import parse_pool_type
+from skylane.security import is_secret_name
 from skylane.services.adapters import PREVIEW_RUN_ID, deployment_preview_context, make_adapter
 from skylane.services.urls import api_url_for_runs
 from skylane.settings import Settings
@@ -60,8 +61,28 @@ def job_variable_layers(deployment: Deployment, run: Run | None = None) -> list[
 # --- pools ------------------------------------------------------------------------------------
 
 
+def _check_credentials_reference(
+    credentials: dict[str, Any] | None, path: str = "credentials"
+) -> None:
+    """A pool's credentials say *where* credentials come from (a profile, a role to assume, a
+    managed identity); they are stored as they are and returned by the API, so a secret must
+    never be one of them."""
+    for key, value in (credentials or {}).items():
+        field = f"{path}.{key}"
+        if is_secret_name(str(key)):
+            raise InvalidInput(
+                f"{field} looks like a secret; pool credentials are references only (for AWS: "
+                "profile, or role_arn with external_id). Give the control plane its secrets "
+                "through its environment or your cloud's secret store instead",
+                field=field,
+            )
+        if isinstance(value, dict):
+            _check_credentials_reference(value, field)
+
+
 def create_pool(store: Store, body: PoolCreate) -> Pool:
     pool_type = parse_pool_type(body.type)
+    _check_credentials_reference(body.credentials)
     if body.base_job_template is None:
         template = adapter_class(pool_type.provider).default_template()
     else:
@@ -80,6 +101,7 @@ def create_pool(store: Store, body: PoolCreate) -> Pool:
 
 def update_pool(store: Store, name: str, body: PoolUpdate) -> Pool:
     changes = body.model_dump(exclude_unset=True)
+    _check_credentials_reference(changes.get("credentials"))
     pool = store.get_pool(name)
     if "base_job_template" in changes:
         if changes["base_job_template"] is None:
