@@ -1071,3 +1071,20 @@ def test_pool_credentials_references_are_kept(api: TestClient) -> None:
 
     assert response.status_code == 201
     assert api.get("/api/pools/aws").json()["credentials"] == reference
+
+
+def test_a_job_variable_the_adapter_refuses_is_a_422_naming_it(api: TestClient) -> None:
+    api.post("/api/pools", json={"name": "local", "type": "process:push"})
+    body = {
+        "flow_name": "etl",
+        "name": "nightly",
+        "pool": "local",
+        "entrypoint": "flows/etl.py:etl",
+        "job_variables": {"command": "python -c 'unbalanced"},
+    }
+
+    response = api.post("/api/deployments", json=body)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "job_variables.command"
+    assert api.get("/api/deployments").json() == []

@@ -316,7 +316,7 @@ def test_render_builds_the_exact_requests() -> None:
     )
     assert request.region == REGION
     assert request.start_timeout_seconds == 300
-    assert not request.needs_network_lookup
+    assert request.network_lookup is None
     assert request.task_definition == {
         "containerDefinitions": [
             {
@@ -399,7 +399,7 @@ def test_render_command_string_list_and_ec2() -> None:
     assert "networkMode" not in request.task_definition
     container = request.task_definition["containerDefinitions"][0]
     assert container["cpu"] == 1024 and container["memory"] == 2048
-    assert "networkConfiguration" not in request.run_task and not request.needs_network_lookup
+    assert "networkConfiguration" not in request.run_task and request.network_lookup is None
 
 
 def test_render_fargate_spot_and_capacity_strategy() -> None:
@@ -422,7 +422,7 @@ def test_render_fargate_spot_and_capacity_strategy() -> None:
 def test_render_network_lookup_when_no_subnets() -> None:
     adapter = make_adapter()
     default_vpc = render(adapter, {})
-    assert default_vpc.needs_network_lookup
+    assert default_vpc.network_lookup is not None
     assert default_vpc.network_lookup.vpc_id is None
     assert "networkConfiguration" not in default_vpc.run_task
     given = render(
@@ -829,8 +829,11 @@ def test_submit_uses_the_default_vpc_and_caches_subnets(cloud: Cloud) -> None:
 def test_submit_twice_with_one_key_starts_one_task_and_find_recovers_it(cloud: Cloud) -> None:
     adapter = make_adapter()
     request = render(adapter, {"cluster": "c1", "vpc_id": cloud.vpc_id}, key="skl-k-1")
+    lookups = capture(adapter.client("ecs"), "ListTasks")
     ref = adapter.submit(request, "skl-k-1")
+    assert lookups == []  # a key never submitted before costs no ListTasks call
     assert adapter.submit(request, "skl-k-1") == ref  # moto ignores clientToken: find did it
+    assert lookups != []
     assert len(cloud.tasks()) == 1
     assert adapter.find("skl-k-1") == ref
     assert adapter.find("skl-other") is None
@@ -1065,7 +1068,8 @@ def run_task_response(ref: str) -> dict[str, Any]:
 @pytest.fixture
 def warmed(cloud: Cloud) -> tuple[EcsAdapter, EcsRequest]:
     """An adapter whose task definition is registered already, and the next run's request
-    (explicit subnets), so the ECS calls of a submit are ListTasks x2 then RunTask."""
+    (explicit subnets), so a fresh key's submit is one RunTask call; a retry first looks
+    (ListTasks x2) whether the failed try started the task after all."""
     adapter = make_adapter()
     variables = {"cluster": "c1", "network_configuration": {"subnets": cloud.subnets}}
     adapter.submit(render(adapter, variables, key="warm-1"), "warm-1")
@@ -1083,7 +1087,6 @@ def test_throttling_is_retried_with_the_same_key(warmed: tuple[EcsAdapter, EcsRe
     client = adapter.client("ecs")
     runs = capture(client, "RunTask")
     with Stubber(client) as stubber:
-        stub_find(stubber)
         stubber.add_client_error("run_task", "ThrottlingException", "Rate exceeded", 400)
         stub_find(stubber)  # before trying again: did the first try start it after all?
         stubber.add_response("run_task", run_task_response(ref))
@@ -1098,7 +1101,6 @@ def test_persistent_throttling_raises_throttled(warmed: tuple[EcsAdapter, EcsReq
     adapter.submit_attempts = 3
     client = adapter.client("ecs")
     with Stubber(client) as stubber:
-        stub_find(stubber)
         for attempt in range(3):
             if attempt:
                 stub_find(stubber)
@@ -1126,7 +1128,6 @@ def test_access_denied_fails_once_naming_the_permission(
         "ecs:RunTask on resource: *"
     )
     with Stubber(client) as stubber:
-        stub_find(stubber)
         stubber.add_client_error("run_task", "AccessDeniedException", message, 400)
         with pytest.raises(PermanentProviderError) as info:
             adapter.submit(request, "k-2")
@@ -1141,7 +1142,6 @@ def test_runtask_failures_capacity_and_permanent(warmed: tuple[EcsAdapter, EcsRe
     client = adapter.client("ecs")
     capacity = "Capacity is unavailable at this time. Please try again later."
     with Stubber(client) as stubber:
-        stub_find(stubber)
         stubber.add_response("run_task", {"tasks": [], "failures": [{"reason": capacity}]})
         stub_find(stubber)
         stubber.add_response("run_task", {"tasks": [], "failures": [{"reason": "RESOURCE:MEMORY"}]})

@@ -17,7 +17,7 @@ import pytest
 from skylane.adapters import process as process_module
 from skylane.adapters.base import ProviderState, ProviderStatus, RunContext
 from skylane.adapters.process import ProcessAdapter, ProcessRequest, _parse_ref
-from skylane.errors import PermanentProviderError, ProviderNotFound
+from skylane.errors import InvalidInput, PermanentProviderError, ProviderNotFound
 from skylane.models import Pool
 from skylane.settings import Settings
 
@@ -133,9 +133,9 @@ def test_render_splits_command_string_and_merges_env_and_labels() -> None:
 
 
 def test_render_rejects_unbalanced_quotes() -> None:
-    with pytest.raises(PermanentProviderError) as info:
+    with pytest.raises(InvalidInput) as info:
         make_adapter().render({"command": "python -c 'oops"}, make_context())
-    assert info.value.field == "command"
+    assert info.value.field == "job_variables.command"
 
 
 def test_request_masks_the_run_token() -> None:

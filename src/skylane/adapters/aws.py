@@ -147,14 +147,19 @@ class AwsClients:
             return str(region)
         return self.session().region_name
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        region = region or self.default_region()
-        if not region:
+    def region(self, region: str | None = None) -> str:
+        """`region`, else the default one; an error saying where to set it if there is none."""
+        resolved = region or self.default_region()
+        if not resolved:
             raise PermanentProviderError(
                 "no AWS region is configured: set the `region` job variable, the pool's "
                 "`region` setting, or AWS_REGION for the control plane",
                 field="job_variables.region",
             )
+        return resolved
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        region = self.region(region)
         with self._lock:
             key = (service, region)
             if key not in self._clients:

@@ -9,13 +9,32 @@ subclasses. Cloud SDKs are imported inside the adapter module that needs them, l
 from __future__ import annotations
 
 import enum
+import shlex
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
+from skylane.errors import InvalidInput
 from skylane.models import Pool
 from skylane.settings import Settings
+
+
+def split_command(value: Any, *, field: str = "job_variables.command") -> list[str] | None:
+    """A template's `command` as an argument list: a string is split as a shell would, a list
+    is taken as it is; None, "" and [] mean "not set"."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            return shlex.split(value) or None
+        except ValueError as exc:
+            raise InvalidInput(
+                f"command cannot be split into arguments ({exc}); fix its quoting", field=field
+            ) from None
+    if isinstance(value, list | tuple) and all(not isinstance(p, dict | list) for p in value):
+        return [str(part) for part in value]
+    raise InvalidInput("command must be a string or a list of strings", field=field)
 
 
 @dataclass(frozen=True)
@@ -126,7 +145,9 @@ class Adapter(Protocol):
         ...
 
     def render(self, job_configuration: dict[str, Any], context: RunContext) -> Any:
-        """The exact provider request for this run. Pure: no I/O."""
+        """The exact provider request for this run. Pure: no I/O. Anything the provider would
+        refuse raises InvalidInput naming the job variable (`job_variables.cpu`): the API
+        calls `render` at deploy and run time, so such errors are 422s, never provider errors."""
         ...
 
     def describe(self, request: Any) -> dict[str, Any]:

@@ -37,7 +37,6 @@ import hashlib
 import json
 import logging
 import re
-import shlex
 import threading
 import time
 from collections import OrderedDict, defaultdict
@@ -54,6 +53,7 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    split_command,
 )
 from skylane.errors import (
     CapacityError,
@@ -152,10 +152,6 @@ class EcsRequest:
     network_lookup: NetworkLookup | None = None
 
     __hash__ = None  # type: ignore[assignment]  # holds dicts
-
-    @property
-    def needs_network_lookup(self) -> bool:
-        return self.network_lookup is not None
 
     @property
     def cluster(self) -> str | None:
@@ -410,25 +406,6 @@ def _tags(*layers: list[tuple[str, str]], variable: str = "labels") -> list[dict
     return [{"key": k, "value": v} for k, v in merged.items()]
 
 
-def _command(value: Any) -> list[str] | None:
-    if _is_absent(value):
-        return None
-    if isinstance(value, str):
-        try:
-            parts = shlex.split(value)
-        except ValueError as exc:
-            raise InvalidInput(
-                f"command cannot be split into arguments ({exc}); fix its quoting",
-                field="job_variables.command",
-            ) from None
-        return parts or None
-    if isinstance(value, list | tuple) and all(not isinstance(p, dict | list) for p in value):
-        return [str(p) for p in value] or None
-    raise InvalidInput(
-        "command must be a string or a list of strings", field="job_variables.command"
-    )
-
-
 def _int(value: Any, variable: str, minimum: int = 0) -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
@@ -512,7 +489,6 @@ class EcsAdapter:
     """Runs as AWS ECS tasks. See the module docstring."""
 
     provider: ClassVar[str] = "ecs"
-    pool_types: ClassVar[tuple[str, ...]] = ("ecs:push", "ecs")
 
     # Tries of each step of `submit` on transient and throttling errors (the dispatcher retries
     # later attempts itself), and the backoff between them.
@@ -844,7 +820,7 @@ class EcsAdapter:
                 container_overrides.insert(0, main)
             main["name"] = container_name
 
-        command = _command(config.get("command")) or _command(main.get("command"))
+        command = split_command(config.get("command")) or split_command(main.get("command"))
         main["command"] = command or list(tpl.DEFAULT_COMMAND)
         main["environment"] = _merge_env(
             _env_pairs(main.get("environment"), "env"),
@@ -950,16 +926,6 @@ class EcsAdapter:
                 secrets=secrets,
             ) from None
 
-    def _region(self, region: str | None) -> str:
-        resolved = region or self.aws.default_region()
-        if not resolved:
-            raise PermanentProviderError(
-                "no AWS region is configured: set the `region` job variable, the pool's "
-                "`region` setting, or AWS_REGION for the control plane",
-                field="job_variables.region",
-            )
-        return resolved
-
     def submit(self, request: EcsRequest, key: str) -> str:
         """Start the run's task; with the same key, never a second one (clientToken for ECS,
         startedBy for `find`). Transient and throttling errors are retried a few times here."""
@@ -967,16 +933,22 @@ class EcsAdapter:
             raise TypeError(f"EcsAdapter.submit takes an EcsRequest, not {type(request).__name__}")
         if not key:
             raise ValueError("an idempotency key is required")
-        region = self._region(request.region)
+        region = self.aws.region(request.region)
         cluster = request.cluster or "default"
         started_by = started_by_for(key)
         secrets = request.secret_values()
-        self.cache.put(CACHE_RUNS, started_by, _canonical({"region": region, "cluster": cluster}))
-
-        found = self._retry(lambda: self._find_in(region, cluster, started_by))
-        if found:
-            self._remember(found, started_by)
-            return found
+        # Where a key's task goes is recorded (in the store, shared by every dispatcher) before
+        # its first RunTask. No record: no task can exist for the key, so the ListTasks look-up
+        # (two calls) is only spent on a key seen before, i.e. on recovery.
+        if self.cache.get(CACHE_RUNS, started_by) is None:
+            self.cache.put(
+                CACHE_RUNS, started_by, _canonical({"region": region, "cluster": cluster})
+            )
+        else:
+            found = self._retry(lambda: self._find_in(region, cluster, started_by))
+            if found:
+                self._remember(found, started_by)
+                return found
 
         kwargs = copy.deepcopy(request.run_task)
         if request.task_definition is not None:
@@ -1158,7 +1130,7 @@ class EcsAdapter:
         else:
             # Nothing recorded: submit never got as far as RunTask, unless the record was lost
             # (a memory cache and a restart). Look in the pool's default cluster.
-            region = self._region(None)
+            region = self.aws.region(None)
             cluster = _opt_str(self.pool.settings.get("cluster")) or self._template_cluster()
             try:
                 ref = self._find_in(region, cluster, started_by)
@@ -1584,7 +1556,7 @@ class EcsAdapter:
         first_error: ProviderError | None = None
         for key, arn in self.cache.items(CACHE_TASK_DEFINITIONS).items():
             match = re.match(r"^arn:aws[a-z-]*:ecs:([a-z0-9-]+):", arn)
-            region = match.group(1) if match else self._region(None)
+            region = match.group(1) if match else self.aws.region(None)
             try:
                 self._retry(
                     lambda arn=arn, region=region: self._call(

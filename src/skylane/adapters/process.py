@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
@@ -54,8 +53,14 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    split_command,
 )
-from skylane.errors import PermanentProviderError, ProviderNotFound, TransientProviderError
+from skylane.errors import (
+    InvalidInput,
+    PermanentProviderError,
+    ProviderNotFound,
+    TransientProviderError,
+)
 from skylane.models import Pool
 from skylane.security import MASK, is_secret_name
 from skylane.settings import Settings, data_dir
@@ -249,9 +254,9 @@ def _str_dict(value: Any, field_name: str) -> dict[str, str]:
     if value is None or value == "":
         return {}
     if not isinstance(value, dict):
-        raise PermanentProviderError(
+        raise InvalidInput(
             f"{field_name} must be an object of string values, got {type(value).__name__}",
-            field=field_name,
+            field=f"job_variables.{field_name}",
         )
     return {str(k): _env_value(v) for k, v in value.items() if v is not None}
 
@@ -357,23 +362,7 @@ class ProcessAdapter:
 
     def render(self, job_configuration: dict[str, Any], context: RunContext) -> ProcessRequest:
         """The process to start for this run. Pure: no I/O and no look at `os.environ`."""
-        command = job_configuration.get("command")
-        if command is None or (isinstance(command, str) and not command.strip()):
-            argv = default_argv()
-        elif isinstance(command, str):
-            try:
-                argv = shlex.split(command)
-            except ValueError as exc:
-                raise PermanentProviderError(
-                    f"command {command!r} cannot be split into arguments ({exc}); fix its quoting",
-                    field="command",
-                ) from None
-        elif isinstance(command, list | tuple) and command:
-            argv = [str(part) for part in command]
-        else:
-            raise PermanentProviderError(
-                "command must be a non-empty string or list of strings", field="command"
-            )
+        argv = split_command(job_configuration.get("command")) or default_argv()
 
         env = _str_dict(job_configuration.get("env"), "env")
         env.update(context.runtime_env())  # the run's id, API URL and token always win
