@@ -1088,3 +1088,23 @@ def test_a_job_variable_the_adapter_refuses_is_a_422_naming_it(api: TestClient) 
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "job_variables.command"
     assert api.get("/api/deployments").json() == []
+
+
+def test_a_template_change_whose_requests_the_adapter_refuses_keeps_the_old_template(
+    api: TestClient, deployment: dict
+) -> None:
+    before = api.get("/api/pools/local").json()["base_job_template"]
+    broken = {
+        "job_configuration": {"command": "{{ command }}"},
+        "variables": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "default": "python -c 'unbalanced"}},
+        },
+    }
+
+    response = api.patch("/api/pools/local", json={"base_job_template": broken})
+
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert "job_variables.command" in error["field"] and "etl/nightly" in error["field"]
+    assert api.get("/api/pools/local").json()["base_job_template"] == before

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from skylane.errors import InvalidInput
+from skylane.security import mask
 from skylane.settings import CONFIG_KEYS, config_file, read_config, write_config_value
 
 from . import output
@@ -18,10 +19,6 @@ from .common import Output, OutputOption, load_settings
 app = typer.Typer(help="Client configuration: API URL and API key.", no_args_is_help=True)
 
 ConfigKey = enum.StrEnum("ConfigKey", {key.replace("-", "_"): key for key in CONFIG_KEYS})
-
-
-def mask(key: str) -> str:
-    return "skl_****" if key.startswith("skl_") else "****"
 
 
 def _read_value(key: str) -> str:

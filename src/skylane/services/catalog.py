@@ -28,7 +28,13 @@ from skylane.errors import InvalidInput, NotFound
 from skylane.models import Deployment, Pool, Run, RunState
 from skylane.pool_types import parse_pool_type
 from skylane.security import is_secret_name
-from skylane.services.adapters import PREVIEW_RUN_ID, deployment_preview_context, make_adapter
+from skylane.services.adapters import (
+    PREVIEW_RUN_ID,
+    job_variable_layers,
+    make_adapter,
+    preview_context,
+    render_run,
+)
 from skylane.services.urls import api_url_for_runs
 from skylane.settings import Settings
 from skylane.store.repository import Store
@@ -44,18 +50,6 @@ def _optional_required(schema: dict[str, Any]) -> dict[str, Any]:
     relaxed = copy.deepcopy(schema)
     relaxed.pop("required", None)
     return relaxed
-
-
-def image_layer(deployment: Deployment) -> dict[str, Any] | None:
-    """A deployment's image fills the template's `image` variable unless job_variables set it."""
-    return {"image": deployment.image} if deployment.image else None
-
-
-def job_variable_layers(deployment: Deployment, run: Run | None = None) -> list[Any]:
-    layers: list[Any] = [image_layer(deployment), deployment.job_variables]
-    if run is not None:
-        layers.append(run.job_variables)
-    return layers
 
 
 # --- pools ------------------------------------------------------------------------------------
@@ -99,7 +93,7 @@ def create_pool(store: Store, body: PoolCreate) -> Pool:
     )
 
 
-def update_pool(store: Store, name: str, body: PoolUpdate) -> Pool:
+def update_pool(store: Store, settings: Settings, name: str, body: PoolUpdate) -> Pool:
     changes = body.model_dump(exclude_unset=True)
     _check_credentials_reference(changes.get("credentials"))
     pool = store.get_pool(name)
@@ -109,17 +103,16 @@ def update_pool(store: Store, name: str, body: PoolUpdate) -> Pool:
                 parse_pool_type(pool.type).provider
             ).default_template()
         template = templates.validate_base_job_template(changes["base_job_template"])
-        # A template change must not strand existing deployments with job variables the new
-        # schema rejects: refuse it, naming the deployment, rather than fail their runs later.
-        schema = _optional_required(template.get("variables", {}))
+        # A template change must not strand existing deployments with job variables or
+        # provider requests the new template rejects: refuse it, naming the deployment,
+        # rather than fail their runs later.
+        candidate = pool.model_copy(update={"base_job_template": template})
         for deployment in store.list_deployments(pool_name=name):
-            values = templates.merge_job_variables(schema, *job_variable_layers(deployment))
             try:
-                templates.validate_job_variables(schema, values)
+                _check_deployment(store, settings, candidate, deployment)
             except InvalidInput as exc:
                 raise InvalidInput(
-                    f"the new template rejects deployment {deployment.full_name}'s job "
-                    f"variables: {exc.message}",
+                    f"the new template rejects deployment {deployment.full_name}: {exc.message}",
                     field=f"base_job_template (deployment {deployment.full_name}: {exc.field})",
                 ) from exc
     return store.update_pool(name, changes)
@@ -174,14 +167,11 @@ def _check_deployment(store: Store, settings: Settings, pool: Pool, deployment: 
 def render_request(
     store: Store, settings: Settings, pool: Pool, deployment: Deployment, run: Run | None
 ) -> tuple[Adapter, Any]:
-    """The exact provider request a run of `deployment` (or `run`) would send now. Pure: the
-    adapter's `render` does no I/O."""
+    """The adapter and the exact provider request a run of `deployment` (or `run`) would
+    send now; nothing is sent."""
     adapter = make_adapter(store, settings, pool)
-    _, job_configuration = templates.resolve_job_configuration(
-        pool.base_job_template, *job_variable_layers(deployment, run)
-    )
-    context = deployment_preview_context(pool, deployment, api_url_for_runs(settings))
-    return adapter, adapter.render(job_configuration, context)
+    context = preview_context(pool, deployment, api_url_for_runs(settings))
+    return adapter, render_run(adapter, pool, deployment, run, context)
 
 
 def _unsaved_deployment(pool: Pool, fields: dict[str, Any]) -> Deployment:

@@ -28,8 +28,7 @@ from skylane import templates
 from skylane.adapters import Adapter, ProviderState, RunContext
 from skylane.errors import IllegalTransition, ProviderError, SkylaneError, ThrottledError
 from skylane.models import Pool, RunState
-from skylane.services.adapters import make_adapter
-from skylane.services.catalog import job_variable_layers
+from skylane.services.adapters import make_adapter, render_run
 from skylane.services.urls import api_url_for_runs
 from skylane.settings import Settings
 from skylane.store.repository import Claim, Store, Submission
@@ -100,14 +99,13 @@ class Dispatcher:
             self._adapters[key] = make_adapter(self.store, self.settings, pool)
         return self._adapters[key]
 
-    def _template_checked(self, pool: Pool) -> bool:
+    def _check_template_once(self, pool: Pool) -> None:
         """Check each pool version's template once (it was validated when stored, but the
-        database may have been edited); later submissions skip the costly meta-schema check."""
+        database may have been edited); submissions then skip the costly meta-schema check."""
         key = (pool.name, pool.updated_at)
         if key not in self._checked_templates:
             templates.validate_base_job_template(pool.base_job_template)
             self._checked_templates.add(key)
-        return True
 
     def submit_due_runs(self) -> int:
         claims = self.store.claim_due_runs(
@@ -122,11 +120,7 @@ class Dispatcher:
         token = claim.run_token or self.store.issue_run_token(claim.run.id)
         try:
             adapter = self._adapter(claim.pool)
-            _, job_configuration = templates.resolve_job_configuration(
-                claim.pool.base_job_template,
-                *job_variable_layers(claim.deployment, claim.run),
-                template_checked=self._template_checked(claim.pool),
-            )
+            self._check_template_once(claim.pool)
             context = RunContext(
                 run_id=claim.run.id,
                 flow_name=claim.run.flow_name,
@@ -138,7 +132,9 @@ class Dispatcher:
                 idempotency_key=key,
                 image=claim.deployment.image,
             )
-            request = adapter.render(job_configuration, context)
+            request = render_run(
+                adapter, claim.pool, claim.deployment, claim.run, context, template_checked=True
+            )
             ref = adapter.submit(request, key)
         except ProviderError as exc:
             retry_at = None

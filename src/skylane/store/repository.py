@@ -274,18 +274,6 @@ class Store:
         )
         return s.scalar(query) or 0
 
-    def pool_active_runs(self, name: str) -> int:
-        with self._session() as s:
-            pool = self._pool_row(s, name)
-            return (
-                s.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(RunRow)
-                    .where(RunRow.pool_id == pool.id, RunRow.state.in_(ACTIVE_STATES))
-                )
-                or 0
-            )
-
     # --- deployments ------------------------------------------------------------------------
 
     def create_deployment(

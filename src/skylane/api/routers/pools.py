@@ -33,8 +33,13 @@ def read_pool(name: str, store: Store = Depends(get_store)) -> Pool:
 
 
 @router.patch("/pools/{name}", response_model=Pool, dependencies=[Depends(require(ApiScope.ADMIN))])
-def update_pool(name: str, body: PoolUpdate, store: Store = Depends(get_store)) -> Pool:
-    return catalog.update_pool(store, name, body)
+def update_pool(
+    name: str,
+    body: PoolUpdate,
+    store: Store = Depends(get_store),
+    settings: Settings = Depends(get_settings),
+) -> Pool:
+    return catalog.update_pool(store, settings, name, body)
 
 
 @router.delete("/pools/{name}", status_code=204, dependencies=[Depends(require(ApiScope.ADMIN))])
