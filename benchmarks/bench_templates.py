@@ -1,5 +1,5 @@
-"""`template_render`: `skylane.templates.resolve_job_configuration` in-process, for the
-`process:push` default template and a Prefect-ECS-shaped one, plus its three steps:
+"""`template_render`: `skylane.templates.resolve_job_configuration` in-process, for the default
+templates of `process:push` and `ecs:push` (the Prefect-ECS shape), plus its three steps:
 
 - `validate_base_job_template` (is the template itself well formed: JSON Schema meta-check,
   $refs, placeholders), which `resolve_job_configuration` redoes on every call;
@@ -20,10 +20,30 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _ecs_template import ECS_DEPLOYMENT_VARIABLES, ECS_RUN_VARIABLES, ECS_TEMPLATE
-
 from skylane import templates
+from skylane.adapters.ecs import EcsAdapter
 from skylane.adapters.process import ProcessAdapter
+
+# What a deployment and a run typically set on an ECS pool.
+ECS_DEPLOYMENT_VARIABLES: dict[str, Any] = {
+    "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/flows@sha256:" + "ab" * 32,
+    "cluster": "prod",
+    "execution_role_arn": "arn:aws:iam::123456789012:role/skylane-execution",
+    "task_role_arn": "arn:aws:iam::123456789012:role/skylane-task",
+    "network_configuration": {
+        "subnets": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+        "securityGroups": ["sg-0123456789abcdef0"],
+        "assignPublicIp": "DISABLED",
+    },
+    "labels": {"team": "data", "cost-center": "analytics"},
+    "env": {"LOG_LEVEL": "info", "DB_HOST": "db.internal"},
+    "secrets": {"DB_PASSWORD": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"},
+}
+ECS_RUN_VARIABLES: dict[str, Any] = {
+    "cpu": 2048,
+    "memory": 4096,
+    "env": {"RUN_DATE": "2025-01-31", "LOG_LEVEL": "debug"},
+}
 
 MAX_ITERATIONS = 2000
 
@@ -104,8 +124,8 @@ def template_render(*, repeats: int, seconds_per_repeat: float) -> dict[str, Any
         "process_default": _measure(
             ProcessAdapter.default_template(), process_layers, repeats, seconds_per_repeat
         ),
-        "ecs_shaped": _measure(
-            ECS_TEMPLATE,
+        "ecs_default": _measure(
+            EcsAdapter.default_template(),
             (ECS_DEPLOYMENT_VARIABLES, ECS_RUN_VARIABLES),
             repeats,
             seconds_per_repeat,

@@ -121,7 +121,7 @@ def _summary(report: dict[str, Any]) -> list[str]:
             f"{r['post_logs_batch_100']['lines_per_s']:.0f} lines/s"
         )
     tr = results.get("template_render", {}).get(NO_DB, {})
-    for name in ("process_default", "ecs_shaped"):
+    for name in ("process_default", "ecs_default"):
         if name in tr:
             resolve = tr[name]["resolve_job_configuration"]["median_us_per_call"]
             check = tr[name]["validate_base_job_template"]["median_us_per_call"]

@@ -171,7 +171,9 @@ def render_request(
     send now; nothing is sent."""
     adapter = make_adapter(store, settings, pool)
     context = preview_context(pool, deployment, api_url_for_runs(settings))
-    return adapter, render_run(adapter, pool, deployment, run, context)
+    # Stored templates were checked when written (create_pool/update_pool); re-checking one
+    # against the JSON Schema meta-schema costs 3-16 ms, far more than the rest of a request.
+    return adapter, render_run(adapter, pool, deployment, run, context, template_checked=True)
 
 
 def _unsaved_deployment(pool: Pool, fields: dict[str, Any]) -> Deployment:
@@ -212,7 +214,8 @@ def update_deployment(
 def _checked_run(
     store: Store, deployment_id: uuid.UUID, body: RunCreate
 ) -> tuple[Deployment, Pool, Run]:
-    """The run `body` asks for, validated but not stored."""
+    """The run `body` asks for, its parameters validated; its job variables are validated by
+    rendering it (`render_request`), which every caller does next. Nothing is stored."""
     deployment = store.get_deployment(deployment_id)
     pool = store.get_pool(deployment.pool_name)
     now = datetime.now(UTC)
@@ -230,9 +233,6 @@ def _checked_run(
         updated_at=now,
     )
     validate_parameters(deployment.parameter_schema, run.parameters)
-    variables = _variables_schema(pool)
-    values = templates.merge_job_variables(variables, *job_variable_layers(deployment, run))
-    templates.validate_job_variables(variables, values)
     return deployment, pool, run
 
 
