@@ -147,6 +147,7 @@ class RunAttempt(_Model):
     cleaned_up_at: datetime | None = None
     ended_at: datetime | None = None
     error: str | None = None
+    tries: int = 0
     created_at: datetime
 
 

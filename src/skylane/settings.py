@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -62,12 +62,31 @@ class Settings(BaseSettings):
     # Base URL runs use to reach the API from where they execute (a container may need a
     # public address); defaults to the server's own address.
     public_api_url: str | None = None
-    # How often the first-version dispatcher looks for due runs and ended submissions.
-    dispatcher_interval_seconds: float = 1.0
-    # How long a dispatcher owns a claimed run before another may recover it.
-    claim_lease_seconds: float = 120.0
-    # Submit tries per run before a retryable provider error fails it.
-    max_submit_attempts: int = 5
+    # Dispatcher: wake-ups are event-driven (a run created or freed, a pool changed, the next
+    # due time); this is only the longest it sleeps when nothing happens.
+    dispatcher_interval_seconds: float = Field(default=5.0, gt=0)
+    # Provider calls one dispatcher replica makes at once (submissions and look-ups).
+    dispatcher_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Runs claimed per database transaction.
+    dispatcher_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # How long a dispatcher owns a claimed run before another may recover it (find, resubmit).
+    claim_lease_seconds: float = Field(default=120.0, gt=0)
+    # One submission (its provider calls, their retries and rate-limit waits) must end within
+    # this; it is shorter than the lease, so a live dispatcher never loses a claim mid-call.
+    submit_deadline_seconds: float = Field(default=60.0, gt=0)
+    # Timeout of each HTTP call to a provider (connect and read).
+    provider_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Failed submit calls per run before a retryable provider error fails it.
+    max_submit_attempts: int = Field(default=5, ge=1)
+    # A run the provider has no capacity or quota for waits this long before it fails.
+    capacity_retry_seconds: float = Field(default=3600.0, ge=0)
+    # Reconciler: how often it checks submitted runs with their providers.
+    reconciler_interval_seconds: float = Field(default=5.0, gt=0)
+    # A submitted run whose runtime has not reported RUNNING after this long is stopped and
+    # marked CRASHED (a pool's `start_timeout_seconds` setting overrides it).
+    start_timeout_seconds: float = Field(default=900.0, gt=0)
+    # After this many heartbeat intervals without a beat the provider is asked about a run.
+    missed_heartbeats: int = Field(default=3, ge=1)
     # A run whose provider says it ended but which reported no final state is marked CRASHED
     # after this long (the runtime may still be flushing its last calls).
     crash_grace_seconds: float = 5.0
@@ -76,6 +95,15 @@ class Settings(BaseSettings):
     # Runtime (inside the container).
     heartbeat_seconds: float = 30.0
     log_batch_seconds: float = 0.5
+
+    @model_validator(mode="after")
+    def _lease_outlives_submission(self) -> Settings:
+        if self.claim_lease_seconds <= self.submit_deadline_seconds:
+            raise ValueError(
+                "claim_lease_seconds must be longer than submit_deadline_seconds, or a claim "
+                "could expire while its dispatcher is still submitting it"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,8 @@
-"""The dispatcher with a real `process:push` pool: real subprocesses, no mocks, both databases.
+"""The dispatcher and reconciler with a real `process:push` pool: real subprocesses, no mocks,
+both databases.
 
-Each test drives `Dispatcher.tick()` in a loop with a deadline instead of starting its thread.
+Each test drives one dispatcher pass and one reconciler pass at a time (`plane.tick()`) in a loop
+with a deadline instead of starting their threads.
 Runs use a tiny Python program as their command (job variable `command`) instead of the skylane
 runtime; the test plays the runtime's part by reporting states through the store when needed.
 """
@@ -23,6 +25,7 @@ from skylane.adapters.process import ProcessAdapter
 from skylane.models import Deployment, Run, RunState
 from skylane.security import parse_run_token
 from skylane.services.dispatcher import Dispatcher
+from skylane.services.reconciler import Reconciler
 from skylane.settings import Settings, data_dir
 from skylane.store.repository import Store
 
@@ -89,13 +92,26 @@ def new_run(store: Store, deployment: Deployment, **kw: Any) -> Run:
     )
 
 
+class ControlPlane:
+    """A dispatcher and a reconciler, driven one pass at a time in the test's thread."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.dispatcher = Dispatcher(store, settings, name="test-dispatcher")
+        self.reconciler = Reconciler(store, settings, name="test-reconciler")
+
+    def tick(self) -> None:
+        self.dispatcher.recover_expired_claims()
+        self.dispatcher.run_pass()
+        self.reconciler.run_pass()
+
+
 @pytest.fixture
-def dispatcher(store: Store, settings: Settings) -> Dispatcher:
-    return Dispatcher(store, settings, name="test-dispatcher")
+def plane(store: Store, settings: Settings) -> ControlPlane:
+    return ControlPlane(store, settings)
 
 
 def tick_until(
-    dispatcher: Dispatcher,
+    plane: ControlPlane,
     predicate: Callable[[], T | None],
     what: str,
     *,
@@ -104,7 +120,7 @@ def tick_until(
     """Tick until `predicate()` is truthy; fail after a generous deadline."""
     deadline = time.monotonic() + DEADLINE_SECONDS
     while True:
-        dispatcher.tick()
+        plane.tick()
         if each is not None:
             each()
         result = predicate()
@@ -130,7 +146,7 @@ def cleaned_up(store: Store, run_id: uuid.UUID) -> Run | None:
 
 @pytest.mark.parametrize("exit_code", [0, 3])
 def test_process_that_exits_without_reporting_crashes(
-    store: Store, pool: None, dispatcher: Dispatcher, settings: Settings, exit_code: int
+    store: Store, pool: None, plane: ControlPlane, settings: Settings, exit_code: int
 ) -> None:
     dep = deploy(store, f"import sys; print('hello'); sys.exit({exit_code})")
     run = new_run(store, dep)
@@ -145,7 +161,7 @@ def test_process_that_exits_without_reporting_crashes(
         ):
             seen_grace.append(current.attempts[0].provider_ended_at)
 
-    ended = tick_until(dispatcher, lambda: terminal(store, run.id), "the run to end", each=watch)
+    ended = tick_until(plane, lambda: terminal(store, run.id), "the run to end", each=watch)
     assert ended.state == RunState.CRASHED
     assert f"exit code {exit_code}" in (ended.state_message or "")
     assert "without reporting a final state" in (ended.state_message or "")
@@ -166,7 +182,7 @@ def test_process_that_exits_without_reporting_crashes(
     assert attempt.cleaned_up_at is not None
     assert state_files() == []
     # Nothing happens to it afterwards.
-    dispatcher.tick()
+    plane.tick()
     assert store.get_run(run.id) == ended
 
 
@@ -174,7 +190,7 @@ def test_process_that_exits_without_reporting_crashes(
 
 
 def test_missing_command_fails_without_retry(
-    store: Store, pool: None, dispatcher: Dispatcher
+    store: Store, pool: None, plane: ControlPlane
 ) -> None:
     dep = store.create_deployment(
         flow_name="flow",
@@ -184,26 +200,26 @@ def test_missing_command_fails_without_retry(
         job_variables={"command": "skylane-no-such-command-xyz --flag"},
     )
     run = new_run(store, dep)
-    ended = tick_until(dispatcher, lambda: terminal(store, run.id), "the run to fail")
+    ended = tick_until(plane, lambda: terminal(store, run.id), "the run to fail")
     assert ended.state == RunState.FAILED
     assert "skylane-no-such-command-xyz" in (ended.state_message or "")
     [attempt] = ended.attempts
     assert attempt.provider_ref is None
     assert "skylane-no-such-command-xyz" in (attempt.error or "")
     for _ in range(3):
-        dispatcher.tick()
+        plane.tick()
     after = store.get_run(run.id)
     assert after.state == RunState.FAILED
     assert len(after.attempts) == 1
 
 
 def test_job_variables_the_template_rejects_fail_the_run(
-    store: Store, pool: None, dispatcher: Dispatcher
+    store: Store, pool: None, plane: ControlPlane
 ) -> None:
     dep = deploy(store, "pass")
     # Written past the API's validation (as an older template might have allowed).
     run = new_run(store, dep, job_variables={"env": {"COUNT": 3}})
-    ended = tick_until(dispatcher, lambda: terminal(store, run.id), "the run to fail")
+    ended = tick_until(plane, lambda: terminal(store, run.id), "the run to fail")
     assert ended.state == RunState.FAILED
     assert "job_variables.env.COUNT" in (ended.state_message or "")
     assert len(ended.attempts) == 1
@@ -217,32 +233,38 @@ def _block_state_dir() -> None:
     (data_dir() / "process-runs").write_text("not a directory")
 
 
-def test_transient_submit_error_is_retried_later(
-    store: Store, pool: None, dispatcher: Dispatcher
+def test_transient_submit_error_is_retried_later_with_the_same_key(
+    store: Store, pool: None, plane: ControlPlane
 ) -> None:
     _block_state_dir()
     run = new_run(store, deploy(store, "pass"))
-    dispatcher.tick()
+    plane.tick()
     after = store.get_run(run.id)
-    assert after.state == RunState.SCHEDULED
-    assert "retried" in (after.state_message or "")
+    # The failure may have reached the provider, so the attempt and its key are kept: the
+    # run stays PENDING and says when it is tried again.
+    assert after.state == RunState.PENDING
+    assert "will be retried at" in (after.state_message or "")
     [attempt] = after.attempts
     assert attempt.error and "could not record the process run" in attempt.error
-    # Not claimed again before its backoff has passed.
-    dispatcher.tick()
-    assert len(store.get_run(run.id).attempts) == 1
+    assert attempt.tries == 1
+    assert attempt.lease_expires_at is not None
+    assert attempt.lease_expires_at > datetime.now(UTC)
+    # Not tried again before its backoff has passed.
+    plane.tick()
+    assert store.get_run(run.id).attempts[0].tries == 1
     later = datetime.now(UTC) + timedelta(minutes=10)
-    [claim] = store.claim_due_runs(claimed_by="x", lease_seconds=60, now=later)
-    assert claim.run.id == run.id and claim.attempt.number == 2
+    [claim] = store.expired_claims(now=later)
+    assert claim.run.id == run.id
+    assert claim.attempt.idempotency_key == attempt.idempotency_key
 
 
 def test_transient_submit_error_fails_after_the_last_attempt(
     store: Store, pool: None, settings: Settings
 ) -> None:
     _block_state_dir()
-    dispatcher = Dispatcher(store, settings.model_copy(update={"max_submit_attempts": 1}))
+    plane = ControlPlane(store, settings.model_copy(update={"max_submit_attempts": 1}))
     run = new_run(store, deploy(store, "pass"))
-    dispatcher.tick()
+    plane.tick()
     after = store.get_run(run.id)
     assert after.state == RunState.FAILED
     assert "could not record the process run" in (after.state_message or "")
@@ -252,7 +274,7 @@ def test_transient_submit_error_fails_after_the_last_attempt(
 
 
 def test_cancel_stops_the_process(
-    store: Store, pool: None, dispatcher: Dispatcher, tmp_path: Path
+    store: Store, pool: None, plane: ControlPlane, tmp_path: Path
 ) -> None:
     pid_file = tmp_path / "pid"
     code = (
@@ -262,13 +284,13 @@ def test_cancel_stops_the_process(
     )
     run = new_run(store, deploy(store, code, env={"PID_FILE": str(pid_file)}))
     tick_until(
-        dispatcher, lambda: pid_file.exists() and pid_file.read_text(), "the run's process to start"
+        plane, lambda: pid_file.exists() and pid_file.read_text(), "the run's process to start"
     )
     pid = int(pid_file.read_text())
     assert alive(pid)
 
     assert store.cancel_run(run.id).run.state == RunState.CANCELLING
-    ended = tick_until(dispatcher, lambda: terminal(store, run.id), "the run to be cancelled")
+    ended = tick_until(plane, lambda: terminal(store, run.id), "the run to be cancelled")
     assert ended.state == RunState.CANCELLED
     assert ended.state_message == "stopped at the provider"
     assert [h.state for h in ended.history][-2:] == [RunState.CANCELLING, RunState.CANCELLED]
@@ -279,10 +301,10 @@ def test_cancel_stops_the_process(
     assert state_files() == []
 
 
-def test_cancel_before_submission(store: Store, pool: None, dispatcher: Dispatcher) -> None:
+def test_cancel_before_submission(store: Store, pool: None, plane: ControlPlane) -> None:
     run = new_run(store, deploy(store, "pass"))
     store.cancel_run(run.id)
-    dispatcher.tick()
+    plane.tick()
     after = store.get_run(run.id)
     assert after.state == RunState.CANCELLED
     assert after.attempts == []
@@ -292,7 +314,7 @@ def test_cancel_before_submission(store: Store, pool: None, dispatcher: Dispatch
 # --- concurrency ----------------------------------------------------------------------------
 
 
-def test_pool_concurrency_limit_one(store: Store, dispatcher: Dispatcher) -> None:
+def test_pool_concurrency_limit_one(store: Store, plane: ControlPlane) -> None:
     store.create_pool(
         name="local",
         type="process:push",
@@ -310,7 +332,7 @@ def test_pool_concurrency_limit_one(store: Store, dispatcher: Dispatcher) -> Non
         assert sum(bool(r.attempts) and r.attempts[-1].ended_at is None for r in runs) <= 1
 
     tick_until(
-        dispatcher,
+        plane,
         lambda: store.get_run(first.id).attempts,
         "the first run's claim",
         each=at_most_one_active,
@@ -318,7 +340,7 @@ def test_pool_concurrency_limit_one(store: Store, dispatcher: Dispatcher) -> Non
     assert store.get_run(second.id).state == RunState.SCHEDULED
     assert store.get_run(second.id).attempts == []
     tick_until(
-        dispatcher, lambda: terminal(store, second.id), "both runs to end", each=at_most_one_active
+        plane, lambda: terminal(store, second.id), "both runs to end", each=at_most_one_active
     )
 
     a, b = store.get_run(first.id), store.get_run(second.id)
@@ -333,7 +355,7 @@ def test_pool_concurrency_limit_one(store: Store, dispatcher: Dispatcher) -> Non
 
 
 def test_cleanup_after_the_run_reported_its_end(
-    store: Store, pool: None, dispatcher: Dispatcher, tmp_path: Path
+    store: Store, pool: None, plane: ControlPlane, tmp_path: Path
 ) -> None:
     env_file, release = tmp_path / "env.json", tmp_path / "release"
     code = (
@@ -344,7 +366,7 @@ def test_cleanup_after_the_run_reported_its_end(
     run = new_run(
         store, deploy(store, code, env={"ENV_FILE": str(env_file), "RELEASE": str(release)})
     )
-    tick_until(dispatcher, env_file.exists, "the run's process to start")
+    tick_until(plane, env_file.exists, "the run's process to start")
 
     # The process got its run's id, the API URL and a token the server accepts for this run,
     # and none of the control plane's own SKYLANE_* settings.
@@ -363,13 +385,13 @@ def test_cleanup_after_the_run_reported_its_end(
     # The runtime reports its states while the process still runs.
     store.set_run_state(run.id, RunState.RUNNING)
     store.set_run_state(run.id, RunState.COMPLETED, message="done")
-    dispatcher.tick()
+    plane.tick()
     current = store.get_run(run.id)
     assert current.attempts[0].cleaned_up_at is None  # its process has not ended yet
     assert state_files() != []
 
     release.touch()
-    ended = tick_until(dispatcher, lambda: cleaned_up(store, run.id), "the cleanup")
+    ended = tick_until(plane, lambda: cleaned_up(store, run.id), "the cleanup")
     assert ended.state == RunState.COMPLETED
     assert ended.state_message == "done"
     assert [h.state for h in ended.history] == [
@@ -387,7 +409,7 @@ def test_cleanup_after_the_run_reported_its_end(
 
 
 def test_lost_claim_of_a_finished_run_is_not_submitted(
-    store: Store, pool: None, dispatcher: Dispatcher, tmp_path: Path
+    store: Store, pool: None, plane: ControlPlane, tmp_path: Path
 ) -> None:
     marker = tmp_path / "started"
     run = new_run(
@@ -404,7 +426,7 @@ def test_lost_claim_of_a_finished_run_is_not_submitted(
     assert claim.run.id == run.id
     store.set_run_state(run.id, RunState.FAILED, message="given up by the operator")
     for _ in range(3):
-        dispatcher.tick()
+        plane.tick()
     after = store.get_run(run.id)
     assert after.state == RunState.FAILED
     assert after.attempts[0].provider_ref is None, "the finished run was submitted again"

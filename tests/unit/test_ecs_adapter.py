@@ -48,6 +48,7 @@ from skylane.errors import (  # noqa: E402
     TransientProviderError,
 )
 from skylane.models import Pool  # noqa: E402
+from skylane.retries import RetryPolicy  # noqa: E402
 from skylane.settings import Settings  # noqa: E402
 
 REGION = "us-east-1"
@@ -164,8 +165,7 @@ def make_pool(
 
 def make_adapter(**pool_kwargs: Any) -> EcsAdapter:
     adapter = EcsAdapter(make_pool(**pool_kwargs), Settings())
-    adapter.retry_base_seconds = 0.0
-    adapter.retry_max_seconds = 0.05
+    adapter.retry_policy = RetryPolicy(base=0.0, cap=0.05)
     return adapter
 
 
@@ -1098,7 +1098,7 @@ def test_throttling_is_retried_with_the_same_key(warmed: tuple[EcsAdapter, EcsRe
 
 def test_persistent_throttling_raises_throttled(warmed: tuple[EcsAdapter, EcsRequest]) -> None:
     adapter, request = warmed
-    adapter.submit_attempts = 3
+    adapter.retry_policy = RetryPolicy(attempts=3, base=0.0, cap=0.05)
     client = adapter.client("ecs")
     with Stubber(client) as stubber:
         for attempt in range(3):

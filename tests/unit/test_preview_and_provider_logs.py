@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from skylane.adapters.process import ProcessAdapter
 from skylane.services.dispatcher import Dispatcher
+from skylane.services.reconciler import Reconciler
 from skylane.services.resource_cache import StoreResourceCache
 from skylane.settings import Settings
 from skylane.store.repository import Store
@@ -86,8 +87,7 @@ def test_provider_logs_show_what_the_process_printed_before_any_runtime_report(
     )
     run = store.create_run(deployment, parameters={}, job_variables={})
     assert api.get(f"/api/runs/{run.id}/provider-logs").json() == []  # nothing submitted yet
-    dispatcher = Dispatcher(store, settings)
-    dispatcher.tick()
+    Dispatcher(store, settings).run_pass()
 
     deadline = time.monotonic() + 20
     lines: list[dict] = []
@@ -99,10 +99,11 @@ def test_provider_logs_show_what_the_process_printed_before_any_runtime_report(
     assert api.get(f"/api/runs/{run.id}/logs").json() == []  # the runtime sent nothing
     assert {line["stream"] for line in lines} == {"stdout"}
     release.touch()
+    reconciler = Reconciler(store, settings)
     deadline = time.monotonic() + 20
     while not store.get_run(run.id).state.is_terminal:
         assert time.monotonic() < deadline
-        dispatcher.tick()
+        reconciler.run_pass()
         time.sleep(0.05)
 
 

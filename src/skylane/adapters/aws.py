@@ -20,11 +20,10 @@ botocore honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_<SERVICE>` by itself).
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from skylane.errors import (
     CapacityError,
@@ -37,8 +36,6 @@ from skylane.errors import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 THROTTLING_CODES = frozenset(
     {
@@ -104,13 +101,16 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def botocore_config(**overrides: Any) -> Any:
+def botocore_config(timeout: float = 20.0, **overrides: Any) -> Any:
+    """botocore's configuration for skylane's clients. botocore's own retries are off: one
+    policy (skylane.retries) retries every call, looks a timed-out RunTask up before trying
+    again, and takes a rate-limit token for every try."""
     from botocore.config import Config
 
     options: dict[str, Any] = {
-        "retries": {"mode": "standard", "max_attempts": 3},
-        "connect_timeout": 5,
-        "read_timeout": 30,
+        "retries": {"mode": "standard", "total_max_attempts": 1},
+        "connect_timeout": min(timeout, 10.0),
+        "read_timeout": timeout,
         "user_agent_extra": "skylane",
     }
     options.update(overrides)
@@ -121,9 +121,16 @@ class AwsClients:
     """One boto3 session per adapter (created on first use) and its clients, per service and
     region. Thread-safe."""
 
-    def __init__(self, credentials: dict[str, Any] | None, settings: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        credentials: dict[str, Any] | None,
+        settings: dict[str, Any] | None,
+        *,
+        timeout: float = 20.0,
+    ) -> None:
         self._credentials = dict(credentials or {})
         self._settings = dict(settings or {})
+        self._timeout = timeout
         self._session: Any = None
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._lock = threading.RLock()
@@ -163,7 +170,10 @@ class AwsClients:
         with self._lock:
             key = (service, region)
             if key not in self._clients:
-                kwargs: dict[str, Any] = {"region_name": region, "config": botocore_config()}
+                kwargs: dict[str, Any] = {
+                    "region_name": region,
+                    "config": botocore_config(self._timeout),
+                }
                 if self.endpoint_url:
                     kwargs["endpoint_url"] = self.endpoint_url
                 try:
@@ -376,42 +386,3 @@ def translate_error(
     return TransientProviderError(
         message(f"{action}{where} failed unexpectedly ({type(exc).__name__})")
     )
-
-
-def with_retries(
-    fn: Callable[[], T],
-    *,
-    attempts: int,
-    base_delay: float,
-    max_delay: float,
-    retry_capacity: bool = False,
-) -> T:
-    """Call `fn` until it does not raise a retryable ProviderError, at most `attempts` times,
-    waiting exponentially longer (with jitter) between tries, and at least a throttling
-    error's retry_after (capped at `max_delay`). The last error is re-raised."""
-    from tenacity import Retrying, retry_if_exception, stop_after_attempt
-
-    def retryable(exc: BaseException) -> bool:
-        if isinstance(exc, CapacityError) and not retry_capacity:
-            return False
-        return isinstance(exc, TransientProviderError)
-
-    def wait(state: Any) -> float:
-        delay = base_delay * 2 ** (state.attempt_number - 1) * random.uniform(0.8, 1.2)
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, ThrottledError) and exc.retry_after:
-            delay = max(delay, exc.retry_after)
-        return min(max_delay, delay)
-
-    def before_sleep(state: Any) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.info("AWS call failed (%s); try %d of %d", exc, state.attempt_number + 1, attempts)
-
-    retrying = Retrying(
-        stop=stop_after_attempt(max(1, attempts)),
-        wait=wait,
-        retry=retry_if_exception(retryable),
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-    return retrying(fn)

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 
 from skylane.errors import InvalidInput
 from skylane.models import Pool
+from skylane.rate_limits import RateLimiter
 from skylane.settings import Settings
 
 
@@ -130,13 +131,20 @@ class MemoryResourceCache:
 
 
 class Adapter(Protocol):
-    """One provider. Constructed per pool: `Adapter(pool, settings, cache=...)`; `cache`
-    defaults to a MemoryResourceCache."""
+    """One provider. Constructed per pool: `Adapter(pool, settings, cache=..., limiter=...)`;
+    `cache` defaults to a MemoryResourceCache, `limiter` (skylane.rate_limits.RateLimiter) to
+    none. An adapter takes a limiter token before each rate-limited provider call, retries
+    with `skylane.retries`, and finishes `submit` within `settings.submit_deadline_seconds`."""
 
     provider: ClassVar[str]
 
     def __init__(
-        self, pool: Pool, settings: Settings, *, cache: ResourceCache | None = None
+        self,
+        pool: Pool,
+        settings: Settings,
+        *,
+        cache: ResourceCache | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None: ...
 
     @classmethod

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from skylane.adapters import ecs_template as tpl
-from skylane.adapters.aws import AwsClients, translate_error, with_retries
+from skylane.adapters.aws import AwsClients, translate_error
 from skylane.adapters.base import (
     MemoryResourceCache,
     ProviderLogLine,
@@ -64,6 +64,14 @@ from skylane.errors import (
     TransientProviderError,
 )
 from skylane.models import Pool
+from skylane.rate_limits import (
+    ECS_RUN_TASK,
+    RateLimiter,
+    RateScope,
+    UnlimitedRateLimiter,
+    limits_for,
+)
+from skylane.retries import PROVIDER_CALLS, RetryPolicy
 from skylane.security import MASK, is_secret_name
 from skylane.settings import Settings
 
@@ -491,20 +499,28 @@ class EcsAdapter:
     provider: ClassVar[str] = "ecs"
 
     # Tries of each step of `submit` on transient and throttling errors (the dispatcher retries
-    # later attempts itself), and the backoff between them.
-    submit_attempts: int = 4
-    retry_base_seconds: float = 0.5
-    retry_max_seconds: float = 20.0
+    # later attempts itself, by the same policy), all within settings.submit_deadline_seconds.
+    retry_policy: RetryPolicy = PROVIDER_CALLS
     # GetLogEvents page size for `logs` (None: CloudWatch's default, up to 10,000 events).
     log_page_size: int | None = None
 
     def __init__(
-        self, pool: Pool, settings: Settings, *, cache: ResourceCache | None = None
+        self,
+        pool: Pool,
+        settings: Settings,
+        *,
+        cache: ResourceCache | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.cache = cache or MemoryResourceCache()
-        self.aws = AwsClients(pool.credentials, pool.settings)
+        # RunTask calls take a token shared by every replica (per account and region).
+        self.limiter = limiter or UnlimitedRateLimiter()
+        self.aws = AwsClients(
+            pool.credentials, pool.settings, timeout=settings.provider_timeout_seconds
+        )
+        self._account: str | None = None
         self._lock = threading.Lock()
         # ref -> when this process first knew the task (start timeout without createdAt)
         self._seen: _Memo = _Memo()
@@ -890,13 +906,10 @@ class EcsAdapter:
 
     # -- submission --------------------------------------------------------------------------
 
-    def _retry(self, fn: Any) -> Any:
-        return with_retries(
-            fn,
-            attempts=self.submit_attempts,
-            base_delay=self.retry_base_seconds,
-            max_delay=self.retry_max_seconds,
-        )
+    def _retry(self, fn: Any, until: float | None = None) -> Any:
+        """`fn()` under the retry policy; `until` (time.monotonic()) bounds it as a whole."""
+        deadline = None if until is None else max(0.0, until - time.monotonic())
+        return self.retry_policy.call(fn, what="ECS call", deadline=deadline)
 
     def _call(
         self,
@@ -933,6 +946,7 @@ class EcsAdapter:
             raise TypeError(f"EcsAdapter.submit takes an EcsRequest, not {type(request).__name__}")
         if not key:
             raise ValueError("an idempotency key is required")
+        until = time.monotonic() + self.settings.submit_deadline_seconds
         region = self.aws.region(request.region)
         cluster = request.cluster or "default"
         started_by = started_by_for(key)
@@ -945,17 +959,17 @@ class EcsAdapter:
                 CACHE_RUNS, started_by, _canonical({"region": region, "cluster": cluster})
             )
         else:
-            found = self._retry(lambda: self._find_in(region, cluster, started_by))
+            found = self._retry(lambda: self._find_in(region, cluster, started_by), until)
             if found:
                 self._remember(found, started_by)
                 return found
 
         kwargs = copy.deepcopy(request.run_task)
         if request.task_definition is not None:
-            kwargs["taskDefinition"] = self._task_definition_arn(request, region)
+            kwargs["taskDefinition"] = self._task_definition_arn(request, region, until)
         if request.network_lookup is not None:
             kwargs["networkConfiguration"] = self._network_configuration(
-                region, request.network_lookup
+                region, request.network_lookup, until
             )
         kwargs["clientToken"] = key[:64]
         kwargs["startedBy"] = started_by
@@ -972,10 +986,10 @@ class EcsAdapter:
                 if again:
                     return again
             first[0] = False
-            return self._run_task(region, cluster, kwargs, secrets)
+            return self._run_task(region, cluster, kwargs, secrets, until)
 
         try:
-            ref = self._retry(run_once)
+            ref = self._retry(run_once, until)
         except PermanentProviderError as exc:
             if request.task_definition is None or not _inactive_task_definition(exc):
                 raise
@@ -984,8 +998,8 @@ class EcsAdapter:
                 CACHE_TASK_DEFINITIONS,
                 task_definition_key(self._finalized(request, region), region),
             )
-            kwargs["taskDefinition"] = self._task_definition_arn(request, region)
-            ref = self._retry(run_once)
+            kwargs["taskDefinition"] = self._task_definition_arn(request, region, until)
+            ref = self._retry(run_once, until)
         self._remember(ref, started_by)
         log.info("started ECS task %s (startedBy %s)", ref, started_by)
         return ref
@@ -996,8 +1010,19 @@ class EcsAdapter:
             self._started_by[ref] = started_by
 
     def _run_task(
-        self, region: str, cluster: str, kwargs: dict[str, Any], secrets: list[str]
+        self,
+        region: str,
+        cluster: str,
+        kwargs: dict[str, Any],
+        secrets: list[str],
+        until: float | None = None,
     ) -> str:
+        timeout = 0.0 if until is None else max(0.0, until - time.monotonic())
+        self.limiter.acquire(
+            RateScope(ECS_RUN_TASK, self._account_id(), region),
+            limits_for(ECS_RUN_TASK, self.pool.settings),
+            timeout=timeout,
+        )
         response = self._call(
             region,
             "ecs",
@@ -1034,7 +1059,33 @@ class EcsAdapter:
                 options.setdefault("awslogs-region", region)
         return definition
 
-    def _task_definition_arn(self, request: EcsRequest, region: str) -> str:
+    def _account_id(self) -> str:
+        """The AWS account runs go to (rate limits are per account and region): from the role
+        to assume when there is one, else asked once of STS (GetCallerIdentity needs no
+        permission). "" when it cannot be told; the limit is then per region."""
+        if self._account is None:
+            role = str(self.pool.credentials.get("role_arn") or "") if self.pool.credentials else ""
+            match = re.match(r"^arn:aws[a-z-]*:iam::(\d{12}):", role)
+            if match:
+                self._account = match.group(1)
+            else:
+                try:
+                    identity = self._call(
+                        self.aws.region(None),
+                        "sts",
+                        "get_caller_identity",
+                        "sts:GetCallerIdentity",
+                        {},
+                    )
+                    self._account = str(identity.get("Account") or "")
+                except ProviderError as exc:
+                    log.warning("cannot tell the AWS account (%s); rate limits per region", exc)
+                    self._account = ""
+        return self._account
+
+    def _task_definition_arn(
+        self, request: EcsRequest, region: str, until: float | None = None
+    ) -> str:
         """The ARN of a task definition with the request's content: the one skylane registered
         before (the cache), else a new registration (first writer wins)."""
         definition = self._finalized(request, region)
@@ -1050,7 +1101,8 @@ class EcsAdapter:
                 "ecs:RegisterTaskDefinition",
                 definition,
                 resource=f"family {definition.get('family')!r}",
-            )
+            ),
+            until,
         )
         arn = response["taskDefinition"]["taskDefinitionArn"]
         stored = self.cache.put(CACHE_TASK_DEFINITIONS, key, arn)
@@ -1071,12 +1123,14 @@ class EcsAdapter:
             log.info("registered ECS task definition %s", arn)
         return stored
 
-    def _network_configuration(self, region: str, lookup: NetworkLookup) -> dict[str, Any]:
+    def _network_configuration(
+        self, region: str, lookup: NetworkLookup, until: float | None = None
+    ) -> dict[str, Any]:
         cache_key = f"{region}:{lookup.vpc_id or 'default'}"
         cached = self.cache.get(CACHE_SUBNETS, cache_key)
         subnets = json.loads(cached) if cached else None
         if not subnets:
-            subnets = self._retry(lambda: self._lookup_subnets(region, lookup.vpc_id))
+            subnets = self._retry(lambda: self._lookup_subnets(region, lookup.vpc_id), until)
             self.cache.put(CACHE_SUBNETS, cache_key, json.dumps(subnets))
         return {
             "awsvpcConfiguration": {

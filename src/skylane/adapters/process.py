@@ -284,6 +284,7 @@ class ProcessAdapter:
         *,
         cache: ResourceCache | None = None,
         state_dir: Path | None = None,
+        limiter: object | None = None,  # local processes have no provider rate limit
     ) -> None:
         self.pool = pool
         self.settings = settings

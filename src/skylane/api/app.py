@@ -55,23 +55,19 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, store: Store, *, services: Iterable[str] = ()) -> FastAPI:
-    """The API app; `services` names background loops to run inside it ("dispatcher")."""
-    services = set(services)
+    """The API app; `services` names background services to run inside it ("dispatcher",
+    "reconciler"; see skylane.services.background)."""
+    background = [name for name in services if name != "api"]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dispatcher = None
-        if "dispatcher" in services:
-            from skylane.services.dispatcher import Dispatcher
+        from skylane.services.background import start_services, stop_services
 
-            dispatcher = Dispatcher(store, settings)
-            app.state.dispatcher_wakeup = dispatcher.wakeup
-            dispatcher.start()
+        started = start_services(background, store, settings)
         try:
             yield
         finally:
-            if dispatcher is not None:
-                dispatcher.stop()
+            stop_services(started)
 
     app = FastAPI(
         title="skylane",
@@ -81,7 +77,6 @@ def create_app(settings: Settings, store: Store, *, services: Iterable[str] = ()
     )
     app.state.store = store
     app.state.settings = settings
-    app.state.dispatcher_wakeup = None
     _install_error_handlers(app)
     for module in (health, pools, deployments, runs, keys):
         app.include_router(module.router)

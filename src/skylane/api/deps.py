@@ -14,10 +14,3 @@ def get_store(request: Request) -> Store:
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
-
-
-def notify_dispatcher(request: Request) -> None:
-    """Wake the in-process dispatcher: a run may be due now."""
-    wake = getattr(request.app.state, "dispatcher_wakeup", None)
-    if wake is not None:
-        wake.set()

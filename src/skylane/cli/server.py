@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skylane.errors import ConfigurationError, InvalidInput
+from skylane.errors import ConfigurationError
 from skylane.models import ApiScope
 from skylane.settings import DEFAULT_PORT, Settings
 
@@ -22,9 +22,9 @@ if TYPE_CHECKING:  # the server stack is imported only by the commands that run 
 from . import output
 from .common import Output, OutputOption, load_settings
 
-app = typer.Typer(help="Run the control plane: API and dispatcher.", no_args_is_help=True)
-
-SERVICES = ("api", "dispatcher")
+app = typer.Typer(
+    help="Run the control plane: API, dispatcher and reconciler.", no_args_is_help=True
+)
 
 
 class LogLevel(enum.StrEnum):
@@ -99,15 +99,6 @@ def init(
     typer.echo("Use it with `skylane config set api-key KEY`, or export SKYLANE_API_KEY=KEY.")
 
 
-def parse_services(value: str) -> list[str]:
-    services = [part.strip().lower() for part in value.split(",") if part.strip()]
-    unknown = [name for name in services if name not in SERVICES]
-    if unknown or not services:
-        what = f"unknown service {', '.join(unknown)}" if unknown else "no service given"
-        raise InvalidInput(f"{what}; choose from {', '.join(SERVICES)}", field="--services")
-    return list(dict.fromkeys(services))
-
-
 def _uvicorn_log_config(level: str) -> dict:
     from uvicorn.config import LOGGING_CONFIG
 
@@ -120,20 +111,20 @@ def _uvicorn_log_config(level: str) -> dict:
     return config
 
 
-def _run_dispatcher_only(store: Store, settings: Settings, level: str) -> None:
-    from skylane.services.dispatcher import Dispatcher
+def _run_background_only(names: list[str], store: Store, settings: Settings, level: str) -> None:
+    """Run background services without the API until SIGINT or SIGTERM."""
+    from skylane.services.background import start_services, stop_services
 
     logging.basicConfig(level=level.upper(), format="%(levelname)s: %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    dispatcher = Dispatcher(store, settings)
-    dispatcher.start()
+    started = start_services(names, store, settings)
     try:
         stop.wait()
     finally:
-        output.print_text("stopping the dispatcher", err=True)
-        dispatcher.stop()
+        output.print_text(f"stopping: {', '.join(names)}", err=True)
+        stop_services(started)
 
 
 @app.command()
@@ -147,11 +138,17 @@ def start(
     ] = None,
     db: DbOption = None,
     services: Annotated[
-        str, typer.Option(help="Comma-separated services to run: api, dispatcher.")
-    ] = "api,dispatcher",
+        str,
+        typer.Option(
+            help="Comma-separated services to run: api, dispatcher, reconciler. Run any "
+            "subset per process; several dispatchers and reconcilers may share one PostgreSQL."
+        ),
+    ] = "api,dispatcher,reconciler",
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
 ) -> None:
     """Run the control plane (migrates the database first). Stops cleanly on SIGINT/SIGTERM."""
+    from skylane.services.background import parse_services
+
     chosen = parse_services(services)
     settings = load_settings(host=host, port=port, database_url=db)
     store = open_store(settings.resolved_database_url)
@@ -162,8 +159,8 @@ def start(
         )
     try:
         if "api" not in chosen:
-            output.print_text(f"skylane dispatcher; database {database}", err=True)
-            _run_dispatcher_only(store, settings, log_level)
+            output.print_text(f"skylane {', '.join(chosen)}; database {database}", err=True)
+            _run_background_only(chosen, store, settings, log_level)
             return
         import uvicorn
 

@@ -3,8 +3,10 @@ and rendering a run's provider request, the same way for the dispatcher and for 
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from skylane import templates
 from skylane.adapters import Adapter, RunContext, adapter_class
@@ -14,14 +16,49 @@ from skylane.services.resource_cache import StoreResourceCache
 from skylane.settings import Settings
 from skylane.store.repository import Store
 
+if TYPE_CHECKING:
+    from skylane.rate_limits import RateLimiter
+
 # Stands in for a run that does not exist yet: previews and deploy-time checks render with it.
 PREVIEW_RUN_ID = uuid.UUID(int=0)
 PREVIEW_TOKEN = "sklr_preview_****"
 
 
-def make_adapter(store: Store, settings: Settings, pool: Pool) -> Adapter:
+def make_adapter(
+    store: Store, settings: Settings, pool: Pool, *, limiter: RateLimiter | None = None
+) -> Adapter:
+    """The pool type's adapter for `pool`, remembering what it creates in the store. With a
+    `limiter`, its rate-limited calls (e.g. ECS RunTask) take tokens shared by all replicas."""
     provider = parse_pool_type(pool.type).provider
-    return adapter_class(provider)(pool, settings, cache=StoreResourceCache(store, pool.id))
+    return adapter_class(provider)(
+        pool, settings, cache=StoreResourceCache(store, pool.id), limiter=limiter
+    )
+
+
+class PoolAdapters:
+    """One adapter per pool version (name and `updated_at`), kept while the process runs, so
+    clients, sessions and caches are reused across passes. Thread-safe."""
+
+    def __init__(
+        self, store: Store, settings: Settings, *, limiter: RateLimiter | None = None
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.limiter = limiter
+        self._adapters: dict[tuple[str, datetime], Adapter] = {}
+        self._lock = threading.Lock()
+
+    def get(self, pool: Pool) -> Adapter:
+        key = (pool.name, pool.updated_at)
+        with self._lock:
+            adapter = self._adapters.get(key)
+            if adapter is None:
+                # A changed pool gets a new adapter; the old version's is dropped.
+                for old in [k for k in self._adapters if k[0] == pool.name]:
+                    del self._adapters[old]
+                adapter = make_adapter(self.store, self.settings, pool, limiter=self.limiter)
+                self._adapters[key] = adapter
+            return adapter
 
 
 def job_variable_layers(deployment: Deployment, run: Run | None = None) -> list[Any]:

@@ -1,103 +1,222 @@
-"""The dispatcher (first version): one loop inside `skylane server start`.
+"""The dispatcher: claims due runs and submits each exactly once to its pool's provider.
 
-Each pass it
-1. recovers claims whose lease expired before a provider ref was recorded: `find(key)` adopts
-   what the provider already has, otherwise it submits again with the same key;
-2. claims due runs (store: SCHEDULED -> PENDING with an attempt and its idempotency key), renders
-   each pool's template, submits through the pool type's adapter and records the ref;
-3. watches submitted attempts in one batched `statuses` call per pool: cancels what is being
-   cancelled, marks runs whose provider ended without a final report as CRASHED (or CANCELLED
-   when a cancel was asked), and cleans up what ended.
+Any number of replicas may run against one PostgreSQL (one process on SQLite). A pass
+1. recovers attempts whose lease ran out without a provider ref (a replica died mid-submit, or
+   an ambiguous failure's retry is due): `find(key)` adopts what the provider has, otherwise
+   the same key is submitted again, so the provider never gets a second run for one attempt;
+2. claims due runs in one transaction (store: SCHEDULED -> PENDING with an attempt, its
+   idempotency key and a lease; PostgreSQL `FOR UPDATE SKIP LOCKED`), no more than its submit
+   threads can take on, and hands each to a thread that renders and submits it.
 
-It wakes on `wakeup` (set when a run is created) or every `dispatcher_interval_seconds`. The
-multi-replica, rate-limited dispatcher is a later step on the same contracts.
+Wake-ups are event-driven (`skylane.services.wakeups`): a run created, a concurrency slot freed,
+a pool changed, a submission finished; otherwise the dispatcher sleeps until the next due time,
+at most `dispatcher_interval_seconds`.
+
+Failures follow one policy (`skylane.retries`): a provider's throttling or an error that surely
+reached nobody sends the run back to SCHEDULED with a backoff; capacity and quota errors back off
+longer and say so in the run's state message, until `capacity_retry_seconds`; an ambiguous
+failure (a timeout: the provider may have started it) keeps the attempt and its key and is
+looked up before it is tried again; a permanent error fails the run once, with the adapter's
+message. Watching submitted runs is the reconciler's work (`skylane.services.reconciler`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import random
 import socket
 import threading
-from collections import defaultdict
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from skylane import templates
-from skylane.adapters import Adapter, ProviderState, RunContext
-from skylane.errors import IllegalTransition, ProviderError, SkylaneError, ThrottledError
+from skylane.adapters import Adapter, RunContext
+from skylane.errors import (
+    PermanentProviderError,
+    ProviderError,
+    SkylaneError,
+    ThrottledError,
+    TransientProviderError,
+)
 from skylane.models import Pool, RunState
-from skylane.services.adapters import make_adapter, render_run
+from skylane.rate_limits import RateLimited, RateLimiter
+from skylane.retries import RetryPolicy, is_capacity_or_quota
+from skylane.services.adapters import PoolAdapters, render_run
+from skylane.services.rate_limiter import SharedRateLimiter
 from skylane.services.urls import api_url_for_runs
+from skylane.services.wakeups import DispatchWakeups
 from skylane.settings import Settings
-from skylane.store.repository import Claim, Store, Submission
+from skylane.store.repository import Claim, Store
 
 log = logging.getLogger("skylane.dispatcher")
 
-BACKOFF_BASE_SECONDS = 2.0
-BACKOFF_CAP_SECONDS = 300.0
+# Between dispatcher passes: when a run whose submission failed may be tried again.
+RESUBMIT_POLICY = RetryPolicy(base=2.0, cap=300.0, capacity_base=30.0, capacity_cap=600.0)
+# How often expired leases are looked for; they are rare, the query is indexed.
+RECOVERY_INTERVAL_SECONDS = 1.0
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def retry_delay(attempt_number: int, error: ProviderError) -> float:
-    """Exponential backoff with jitter; a provider's Retry-After wins when it is longer."""
-    delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt_number - 1))
-    delay *= random.uniform(0.8, 1.2)
-    if isinstance(error, ThrottledError) and error.retry_after:
-        delay = max(delay, error.retry_after)
-    return delay
+def default_replica_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Dispatcher:
-    def __init__(self, store: Store, settings: Settings, *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        name: str | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
-        self.name = name or f"dispatcher@{socket.gethostname()}:{os.getpid()}"
+        self.name = name or f"dispatcher@{default_replica_name()}"
         self.api_url = api_url_for_runs(settings)
-        self.wakeup = threading.Event()
+        self.limiter = limiter or SharedRateLimiter(store.rate_limits)
+        self.adapters = PoolAdapters(store, settings, limiter=self.limiter)
+        self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._adapters: dict[tuple[str, datetime], Adapter] = {}
+        self._wakeups = DispatchWakeups(store, self.wake)
+        self._executor: ThreadPoolExecutor | None = None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        # Claimed runs may queue briefly for a free thread; no more, or their leases would run.
+        self._max_in_flight = 2 * settings.dispatcher_concurrency
+        self._next_recovery = 0.0
         self._checked_templates: set[tuple[str, datetime]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        """Look for due runs now (called on store notifications and finished submissions)."""
+        self._wakeup.set()
+
     def start(self) -> None:
+        self._executor = ThreadPoolExecutor(
+            self.settings.dispatcher_concurrency, thread_name_prefix="skylane-submit"
+        )
+        self._wakeups.start()
         self._thread = threading.Thread(target=self._loop, name="skylane-dispatcher", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; let submissions in flight finish (they hold leases) within `timeout`."""
         self._stopping.set()
-        self.wakeup.set()
+        self._wakeup.set()
+        self._wakeups.stop()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=False)
 
     def _loop(self) -> None:
         log.info("dispatcher %s started; runs reach the API at %s", self.name, self.api_url)
         while not self._stopping.is_set():
+            self._wakeup.clear()
             try:
-                self.tick()
+                more = self.run_pass()
             except Exception:
                 log.exception("dispatcher pass failed; trying again")
-            self.wakeup.wait(self.settings.dispatcher_interval_seconds)
-            self.wakeup.clear()
+                more = False
+            if more:
+                continue
+            self._wakeup.wait(self._idle_seconds())
 
-    def tick(self) -> None:
-        self.recover_expired_claims()
-        self.submit_due_runs()
-        self.watch_submissions()
+    def _idle_seconds(self) -> float:
+        """Until the next run becomes due (at most the interval). Runs already due but held
+        by a concurrency limit wake us when a slot frees, so only future ones count."""
+        interval = self.settings.dispatcher_interval_seconds
+        if self._free_slots() <= 0:
+            return interval  # a finished submission wakes us
+        try:
+            next_due = self.store.next_due_time(after=utcnow())
+        except Exception:
+            log.exception("cannot read the next due time")
+            return interval
+        if next_due is None:
+            return interval
+        return max(0.0, min(interval, (next_due - utcnow()).total_seconds()))
+
+    # --- one pass ----------------------------------------------------------------------------
+
+    def run_pass(self) -> bool:
+        """Recover expired claims (at most once a second) and claim due runs for the free
+        submit threads. True when there may be more due runs right away."""
+        now = time.monotonic()
+        if now >= self._next_recovery:
+            self._next_recovery = now + RECOVERY_INTERVAL_SECONDS
+            self.recover_expired_claims()
+        wanted = min(self.settings.dispatcher_batch_size, self._free_slots())
+        if wanted <= 0:
+            return False
+        claims = self.store.claim_due_runs(
+            claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds, limit=wanted
+        )
+        for claim in claims:
+            self._hand_off(self._submit, claim)
+        return len(claims) == wanted
+
+    def submit_due_runs(self) -> int:
+        """Claim and submit due runs in this thread, until none is due (tests, `run_once`)."""
+        total = 0
+        while True:
+            claims = self.store.claim_due_runs(
+                claimed_by=self.name,
+                lease_seconds=self.settings.claim_lease_seconds,
+                limit=self.settings.dispatcher_batch_size,
+            )
+            for claim in claims:
+                self._submit(claim)
+            total += len(claims)
+            if len(claims) < self.settings.dispatcher_batch_size:
+                return total
+
+    def recover_expired_claims(self) -> int:
+        claims = self.store.expired_claims(
+            lease_seconds=self.settings.claim_lease_seconds,
+            limit=max(1, self._free_slots()) if self._executor else 100,
+        )
+        for claim in claims:
+            self._hand_off(self._recover, claim)
+        return len(claims)
+
+    def _free_slots(self) -> int:
+        with self._in_flight_lock:
+            return self._max_in_flight - self._in_flight
+
+    def _hand_off(self, work: object, claim: Claim) -> None:
+        """Run `work(claim)` on a submit thread, or here when the dispatcher is not started."""
+        assert callable(work)
+        if self._executor is None:
+            work(claim)
+            return
+        with self._in_flight_lock:
+            self._in_flight += 1
+
+        def done(_: object) -> None:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+            self.wake()
+
+        self._executor.submit(self._guarded, work, claim).add_done_callback(done)
+
+    @staticmethod
+    def _guarded(work: object, claim: Claim) -> None:
+        assert callable(work)
+        try:
+            work(claim)
+        except Exception:
+            # The lease runs out and another pass recovers the claim.
+            log.exception("run %s: unexpected error in a submit thread", claim.run.id)
 
     # --- submission ---------------------------------------------------------------------------
-
-    def _adapter(self, pool: Pool) -> Adapter:
-        key = (pool.name, pool.updated_at)
-        if key not in self._adapters:
-            self._adapters[key] = make_adapter(self.store, self.settings, pool)
-        return self._adapters[key]
 
     def _check_template_once(self, pool: Pool) -> None:
         """Check each pool version's template once (it was validated when stored, but the
@@ -107,41 +226,35 @@ class Dispatcher:
             templates.validate_base_job_template(pool.base_job_template)
             self._checked_templates.add(key)
 
-    def submit_due_runs(self) -> int:
-        claims = self.store.claim_due_runs(
-            claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds
-        )
-        for claim in claims:
-            self._submit(claim)
-        return len(claims)
+    def _recover(self, claim: Claim) -> None:
+        key = claim.attempt.idempotency_key
+        try:
+            ref = self.adapters.get(claim.pool).find(key)
+        except ProviderError as exc:
+            log.warning("run %s: cannot look up %s yet: %s", claim.run.id, key, exc)
+            self._failed(claim, exc)
+            return
+        if ref is not None:
+            log.info("run %s: adopting %s found for key %s", claim.run.id, ref, key)
+            self.store.record_submission(key, ref)
+        elif claim.run.state == RunState.PENDING:
+            self._submit(claim)  # same key: never a second run at the provider
+        else:
+            # CANCELLING: nothing to stop, so it ends CANCELLED. RUNNING without a provider
+            # resource: leave the state alone, just close the attempt.
+            self.store.record_submission_failure(
+                key, f"nothing found at the provider for key {key}", retry_at=None
+            )
 
     def _submit(self, claim: Claim) -> None:
         key = claim.attempt.idempotency_key
-        token = claim.run_token or self.store.issue_run_token(claim.run.id)
         try:
-            adapter = self._adapter(claim.pool)
+            token = claim.run_token or self.store.issue_run_token(claim.run.id)
+            adapter = self.adapters.get(claim.pool)
             self._check_template_once(claim.pool)
-            context = RunContext(
-                run_id=claim.run.id,
-                flow_name=claim.run.flow_name,
-                deployment_name=claim.run.deployment_name,
-                pool_name=claim.pool.name,
-                entrypoint=claim.deployment.entrypoint,
-                api_url=self.api_url,
-                run_token=token,
-                idempotency_key=key,
-                image=claim.deployment.image,
-            )
-            request = render_run(
-                adapter, claim.pool, claim.deployment, claim.run, context, template_checked=True
-            )
-            ref = adapter.submit(request, key)
+            ref = adapter.submit(self._render(adapter, claim, token), key)
         except ProviderError as exc:
-            retry_at = None
-            if exc.retryable and claim.attempt.number < self.settings.max_submit_attempts:
-                retry_at = utcnow() + timedelta(seconds=retry_delay(claim.attempt.number, exc))
-            log.warning("run %s: submit failed (%s): %s", claim.run.id, exc.code, exc.message)
-            self.store.record_submission_failure(key, str(exc), retry_at=retry_at)
+            self._failed(claim, exc)
         except SkylaneError as exc:
             # A template or input problem: retrying cannot help, the message says what to fix.
             log.warning("run %s: cannot submit: %s", claim.run.id, exc)
@@ -157,82 +270,88 @@ class Dispatcher:
             self.store.record_submission(key, ref)
             log.info("run %s submitted to pool %s as %s", claim.run.id, claim.pool.name, ref)
 
-    def recover_expired_claims(self) -> None:
-        for claim in self.store.expired_claims():
-            key = claim.attempt.idempotency_key
-            try:
-                ref = self._adapter(claim.pool).find(key)
-            except ProviderError as exc:
-                log.warning("run %s: cannot look up %s yet: %s", claim.run.id, key, exc)
-                continue
-            if ref is not None:
-                log.info("run %s: adopting %s found for key %s", claim.run.id, ref, key)
-                self.store.record_submission(key, ref)
-            elif claim.run.state == RunState.PENDING:
-                self._submit(claim)  # same key: never a second run at the provider
-            else:
-                # CANCELLING: nothing to stop, so it ends CANCELLED. RUNNING without a provider
-                # resource: leave the state alone, just close the attempt.
-                self.store.record_submission_failure(
-                    key, f"nothing found at the provider for key {key}", retry_at=None
-                )
+    def _render(self, adapter: Adapter, claim: Claim, token: str) -> object:
+        context = RunContext(
+            run_id=claim.run.id,
+            flow_name=claim.run.flow_name,
+            deployment_name=claim.run.deployment_name,
+            pool_name=claim.pool.name,
+            entrypoint=claim.deployment.entrypoint,
+            api_url=self.api_url,
+            run_token=token,
+            idempotency_key=claim.attempt.idempotency_key,
+            image=claim.deployment.image,
+        )
+        return render_run(
+            adapter, claim.pool, claim.deployment, claim.run, context, template_checked=True
+        )
 
-    # --- watching -----------------------------------------------------------------------------
-
-    def watch_submissions(self) -> None:
-        by_pool: dict[str, list[Submission]] = defaultdict(list)
-        for submission in self.store.watched_submissions():
-            by_pool[submission.pool.name].append(submission)
-        for submissions in by_pool.values():
-            adapter = self._adapter(submissions[0].pool)
-            refs = [s.attempt.provider_ref for s in submissions if s.attempt.provider_ref]
-            try:
-                statuses = adapter.statuses(refs)
-            except ProviderError as exc:
-                log.warning("pool %s: cannot read statuses: %s", submissions[0].pool.name, exc)
-                continue
-            for submission in submissions:
-                status = statuses.get(submission.attempt.provider_ref or "")
-                if status is not None:
-                    try:
-                        self._reconcile(adapter, submission, status)
-                    except ProviderError as exc:
-                        log.warning("run %s: %s", submission.run.id, exc)
-
-    def _reconcile(self, adapter: Adapter, submission: Submission, status: ProviderState) -> None:
-        run, attempt = submission.run, submission.attempt
-        ref = attempt.provider_ref
-        assert ref is not None
-        key = attempt.idempotency_key
+    def _failed(self, claim: Claim, error: ProviderError) -> None:
+        """Record a failed submit (or look-up) as the retry policy says."""
+        key = claim.attempt.idempotency_key
+        run_id = claim.run.id
         now = utcnow()
-        if not status.status.ended:
-            # Stop what should no longer run: a cancel request, or a run already settled as
-            # cancelled or crashed whose process is somehow still alive.
-            wants_stop = run.state in (RunState.CANCELLING, RunState.CANCELLED, RunState.CRASHED)
-            if wants_stop and attempt.cancel_requested_at is None:
-                adapter.cancel(ref)
-                self.store.update_attempt(key, cancel_requested_at=now)
+        if isinstance(error, RateLimited):
+            # We held the call back ourselves: nothing reached the provider, no try spent.
+            retry_at = now + timedelta(seconds=error.retry_after or 1.0)
+            self.store.record_submission_failure(
+                key,
+                str(error),
+                retry_at=retry_at,
+                count_try=False,
+                message=f"waiting for the rate limit: {error}",
+            )
             return
-        if run.state.is_terminal:
-            adapter.cleanup(ref)
-            self.store.update_attempt(key, provider_ended_at=now, cleaned_up_at=now, ended_at=now)
+        tries = claim.attempt.tries + 1
+        delay = RESUBMIT_POLICY.delay(tries, error)
+        retry_at = now + timedelta(seconds=delay)
+        at = retry_at.strftime("%H:%M:%S UTC")
+        if is_capacity_or_quota(error):
+            first = claim.run.attempts[0].created_at if claim.run.attempts else now
+            waited = (now - first).total_seconds()
+            if waited + delay <= self.settings.capacity_retry_seconds:
+                kind = "capacity" if isinstance(error, TransientProviderError) else "quota"
+                log.warning("run %s: waiting for %s: %s", run_id, kind, error.message)
+                self.store.record_submission_failure(
+                    key,
+                    str(error),
+                    retry_at=retry_at,
+                    count_try=False,
+                    message=f"waiting for {kind}: {error.message}; next try at {at}",
+                )
+                return
+            message = (
+                f"no {error.code.removeprefix('provider_')} for {waited:.0f} s "
+                f"(capacity_retry_seconds): {error.message}"
+            )
+            self.store.record_submission_failure(key, str(error), retry_at=None, message=message)
             return
-        ended_at = attempt.provider_ended_at
-        if ended_at is None:
-            # Give the runtime a moment: its final state report may still be on the way.
-            self.store.update_attempt(key, provider_ended_at=now)
+        if not error.retryable or isinstance(error, PermanentProviderError):
+            log.warning("run %s: submission failed: %s", run_id, error.message)
+            self.store.record_submission_failure(key, str(error), retry_at=None)
             return
-        if (now - ended_at).total_seconds() < self.settings.crash_grace_seconds:
+        if tries >= self.settings.max_submit_attempts:
+            message = f"submission failed after {tries} tries: {error.message}"
+            log.warning("run %s: %s", run_id, message)
+            self.store.record_submission_failure(key, str(error), retry_at=None, message=message)
             return
-        if run.state == RunState.CANCELLING:
-            target, message = RunState.CANCELLED, "stopped at the provider"
-        else:
-            code = "" if status.exit_code is None else f" with exit code {status.exit_code}"
-            detail = f": {status.message}" if status.message else ""
-            target = RunState.CRASHED
-            message = f"ended at the provider{code} without reporting a final state{detail}"
-        # IllegalTransition: the runtime's own final report won the race, which is fine.
-        with contextlib.suppress(IllegalTransition):
-            self.store.set_run_state(run.id, target, message=message)
-        adapter.cleanup(ref)
-        self.store.update_attempt(key, cleaned_up_at=now, ended_at=now)
+        # Throttled: the provider refused the call, so a fresh attempt is safe. Anything else
+        # transient may have reached the provider: same key, looked up first.
+        ambiguous = not isinstance(error, ThrottledError)
+        log.warning(
+            "run %s: submit failed (%s), try %d of %d; next at %s: %s",
+            run_id,
+            error.code,
+            tries,
+            self.settings.max_submit_attempts,
+            at,
+            error.message,
+        )
+        self.store.record_submission_failure(
+            key,
+            str(error),
+            retry_at=retry_at,
+            same_key=ambiguous,
+            message=f"submission will be retried at {at} (try {tries} of "
+            f"{self.settings.max_submit_attempts} failed): {error.message}",
+        )

@@ -8,8 +8,10 @@ uniqueness, existence, the run state machine, and exactly-one claims.
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,8 +45,15 @@ from skylane.store.tables import (
     PoolRow,
     ProviderResourceRow,
     RunRow,
+    ServiceLeaseRow,
     StateHistoryRow,
 )
+
+log = logging.getLogger(__name__)
+
+# PostgreSQL channel on which the store announces "there may be runs to dispatch": a run was
+# created, freed a concurrency slot, or its pool or deployment changed.
+DISPATCH_CHANNEL = "skylane_dispatch"
 
 DEFAULT_LEASE_SECONDS = 120
 MAX_CLAIM_PASSES = 4
@@ -102,7 +111,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Submission:
-    """A submitted attempt the dispatcher still watches (provider ref known, not cleaned up)."""
+    """A submitted attempt the reconciler still watches (provider ref known, not cleaned up)."""
 
     run: Run
     pool: Pool
@@ -153,8 +162,13 @@ def _api_key(row: ApiKeyRow) -> ApiKeyInfo:
 
 class Store:
     def __init__(self, engine: sa.Engine) -> None:
+        from skylane.store.rate_limits import RateLimitStore
+
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.rate_limits = RateLimitStore(engine)
+        self._dispatch_listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
 
     @property
     def is_postgres(self) -> bool:
@@ -164,6 +178,38 @@ class Store:
     def _session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+            if session.info.get("dispatch_changed") and self.is_postgres:
+                # Delivered by PostgreSQL at commit, to every replica that LISTENs.
+                session.execute(sa.select(sa.func.pg_notify(DISPATCH_CHANNEL, "")))
+        if session.info.get("dispatch_changed"):
+            self._announce_dispatch_change()
+
+    # --- dispatch wake-ups --------------------------------------------------------------------
+
+    def add_dispatch_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after any commit of this Store that may make runs dispatchable (a
+        run created, a concurrency slot freed, a pool or deployment changed). Other processes
+        hear of it through PostgreSQL NOTIFY on DISPATCH_CHANNEL (see skylane.services.wakeups)."""
+        with self._listeners_lock:
+            self._dispatch_listeners.append(callback)
+
+    def remove_dispatch_listener(self, callback: Callable[[], None]) -> None:
+        with self._listeners_lock:
+            if callback in self._dispatch_listeners:
+                self._dispatch_listeners.remove(callback)
+
+    def _announce_dispatch_change(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._dispatch_listeners)
+        for callback in listeners:
+            try:
+                callback()
+            except Exception:  # a listener's failure must not fail the write that committed
+                log.exception("dispatch listener failed")
+
+    @staticmethod
+    def _dispatch_changed(s: Session) -> None:
+        s.info["dispatch_changed"] = True
 
     # --- pools ------------------------------------------------------------------------------
 
@@ -228,6 +274,7 @@ class Store:
             for key, value in changes.items():
                 setattr(row, key, value)
             row.updated_at = utcnow()
+            self._dispatch_changed(s)
             s.flush()
             return _pool(row)
 
@@ -379,6 +426,7 @@ class Store:
                 else:
                     setattr(row, key, value)
             row.updated_at = utcnow()
+            self._dispatch_changed(s)
             s.flush()
             return _deployment(row)
 
@@ -424,6 +472,7 @@ class Store:
             )
             row.history.append(StateHistoryRow(state=RunState.SCHEDULED.value, timestamp=now))
             s.add(row)
+            self._dispatch_changed(s)
             s.flush()
             return _run(row)
 
@@ -501,6 +550,10 @@ class Store:
     ) -> None:
         check_transition(RunState(row.state), state)
         now = utcnow()
+        session = sa.inspect(row).session
+        if session is not None and (state in TERMINAL_STATES or state == RunState.SCHEDULED):
+            # A slot freed, or a run back in the queue: dispatchers may have work.
+            Store._dispatch_changed(session)
         row.state = state.value
         row.state_message = message
         row.updated_at = now
@@ -667,6 +720,9 @@ class Store:
             idempotency_key=f"skl-{row.id.hex}-{number}",
             claimed_by=claimed_by,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            # Failed submit calls so far, earlier attempts included: the retry budget is the
+            # run's, not the attempt's.
+            tries=row.attempts[-1].tries if row.attempts else 0,
             created_at=now,
         )
         row.attempts.append(attempt)
@@ -691,24 +747,63 @@ class Store:
             attempt.lease_expires_at = None
 
     def record_submission_failure(
-        self, idempotency_key: str, error: str, *, retry_at: datetime | None
+        self,
+        idempotency_key: str,
+        error: str,
+        *,
+        retry_at: datetime | None,
+        same_key: bool = False,
+        count_try: bool = True,
+        message: str | None = None,
     ) -> Run:
-        """A submit that failed: back to SCHEDULED (not before `retry_at`) or FAILED."""
+        """A submit that failed.
+
+        - `retry_at` None: the run FAILED (a cancelled run ends CANCELLED).
+        - `same_key`: the call may have reached the provider (a timeout), so the attempt stays
+          open, its lease running out at `retry_at`; recovery then looks the key up (`find`)
+          before submitting again with the same key. The run stays PENDING.
+        - otherwise the run goes back to SCHEDULED, not before `retry_at`, and the next claim
+          makes a new attempt.
+        `count_try` False leaves the run's retry budget alone (we held the call back ourselves,
+        e.g. for a rate limit). `message` is the run's state message (default: from `error`).
+        """
+        now = utcnow()
         with self._session() as s:
             attempt = self._attempt_row(s, idempotency_key)
             attempt.error = error
-            attempt.ended_at = utcnow()
-            attempt.lease_expires_at = None
+            if count_try:
+                attempt.tries += 1
             row = self._run_row(s, attempt.run_id, lock=True)
             current = RunState(row.state)
+            if (
+                same_key
+                and retry_at is not None
+                and current
+                in (
+                    RunState.PENDING,
+                    RunState.CANCELLING,
+                )
+            ):
+                attempt.lease_expires_at = retry_at
+                row.state_message = message or f"submission will be retried: {error}"
+                row.updated_at = now
+                s.flush()
+                return _run(row)
+            attempt.ended_at = now
+            attempt.lease_expires_at = None
             if current == RunState.CANCELLING:
                 self._transition(row, RunState.CANCELLED, "cancelled before submission", None)
             elif current == RunState.PENDING:
                 if retry_at is None:
-                    self._transition(row, RunState.FAILED, f"submission failed: {error}", None)
+                    self._transition(
+                        row, RunState.FAILED, message or f"submission failed: {error}", None
+                    )
                 else:
                     self._transition(
-                        row, RunState.SCHEDULED, f"submission will be retried: {error}", None
+                        row,
+                        RunState.SCHEDULED,
+                        message or f"submission will be retried: {error}",
+                        None,
                     )
                     row.not_before = retry_at
             s.flush()
@@ -731,32 +826,74 @@ class Store:
                     raise ValueError(f"attempt field {key} is not updatable")
                 setattr(attempt, key, value)
 
-    def watched_submissions(self) -> list[Submission]:
-        """Submitted attempts not cleaned up yet, with their run and pool."""
+    def next_due_time(self, *, after: datetime) -> datetime | None:
+        """When the earliest SCHEDULED run of an active push pool becomes due after `after`,
+        or None: how long a dispatcher with nothing to do may sleep."""
+        due = sa.func.coalesce(RunRow.not_before, RunRow.scheduled_time)
         with self._session() as s:
-            attempts = s.scalars(
-                sa.select(AttemptRow)
-                .where(AttemptRow.provider_ref.is_not(None), AttemptRow.cleaned_up_at.is_(None))
+            value = s.scalar(
+                sa.select(sa.func.min(due))
+                .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
+                .join(PoolRow, PoolRow.id == RunRow.pool_id)
+                .where(
+                    RunRow.state == RunState.SCHEDULED.value,
+                    due > after,
+                    PoolRow.type.like("%:push"),
+                    PoolRow.paused.is_(False),
+                    DeploymentRow.paused.is_(False),
+                )
+            )
+        if isinstance(value, str):  # SQLite returns min() of a coalesce as text
+            value = datetime.fromisoformat(value)
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def watched_submissions(self, *, stale_before: datetime | None = None) -> list[Submission]:
+        """Submitted attempts not cleaned up yet, with their run and pool, oldest first.
+
+        With `stale_before`, RUNNING runs are left out while their runtime shows signs of life
+        (a heartbeat, or the start, after `stale_before`): only what needs the provider's word
+        is returned, so healthy runs cost no provider call."""
+        with self._session() as s:
+            query = (
+                sa.select(AttemptRow, RunRow)
+                .join(RunRow, RunRow.id == AttemptRow.run_id)
+                .where(
+                    AttemptRow.provider_ref.is_not(None),
+                    AttemptRow.cleaned_up_at.is_(None),
+                    RunRow.pool_id.is_not(None),  # a deleted pool has no adapter left to ask
+                )
                 .order_by(AttemptRow.id)
-            ).all()
+            )
+            if stale_before is not None:
+                last_sign = sa.func.coalesce(
+                    RunRow.last_heartbeat_at, RunRow.started_at, AttemptRow.submitted_at
+                )
+                query = query.where(
+                    sa.or_(RunRow.state != RunState.RUNNING.value, last_sign < stale_before)
+                )
+            pools: dict[uuid.UUID, Pool] = {}
             result = []
-            for attempt in attempts:
-                row = self._run_row(s, attempt.run_id)
-                if row.pool is None:
-                    continue  # its pool was deleted: no adapter left to ask
+            for attempt, row in s.execute(query):
+                assert row.pool is not None
+                pool = pools.get(row.pool.id) or pools.setdefault(row.pool.id, _pool(row.pool))
                 result.append(
-                    Submission(
-                        run=_run(row),
-                        pool=_pool(row.pool),
-                        attempt=RunAttempt.model_validate(attempt),
-                    )
+                    Submission(run=_run(row), pool=pool, attempt=RunAttempt.model_validate(attempt))
                 )
             return result
 
-    def expired_claims(self, now: datetime | None = None) -> list[Claim]:
+    def expired_claims(
+        self,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        limit: int = 100,
+        now: datetime | None = None,
+    ) -> list[Claim]:
         """Attempts whose claim lease ran out before a provider ref was recorded (the dispatcher
-        died mid-submit). Each is leased again to the caller; the run token is not rotated here
-        because what the provider may already run still holds it (see `issue_run_token`)."""
+        died mid-submit, or a submit failed ambiguously and its retry is due). Each is leased
+        again to the caller for `lease_seconds`; the run token is not rotated here because what
+        the provider may already run still holds it (see `issue_run_token`)."""
         now = now or utcnow()
         claims = []
         with self._session() as s:
@@ -768,11 +905,13 @@ class Store:
                     AttemptRow.lease_expires_at.is_not(None),
                     AttemptRow.lease_expires_at < now,
                 )
+                .order_by(AttemptRow.lease_expires_at)
+                .limit(limit)
                 .with_for_update(of=AttemptRow, skip_locked=True)
             ).all()
             for attempt in attempts:
                 row = self._run_row(s, attempt.run_id)
-                if RunState(row.state) not in ACTIVE_STATES:
+                if RunState(row.state) not in ACTIVE_STATES or row.pool is None:
                     # Settled meanwhile (e.g. an operator marked it FAILED): never submit it.
                     attempt.lease_expires_at = None
                     attempt.ended_at = now
@@ -780,7 +919,7 @@ class Store:
                     continue
                 deployment = s.get(DeploymentRow, row.deployment_id)
                 assert deployment is not None
-                attempt.lease_expires_at = now + timedelta(seconds=DEFAULT_LEASE_SECONDS)
+                attempt.lease_expires_at = now + timedelta(seconds=lease_seconds)
                 claims.append(
                     Claim(
                         run=_run(row),
@@ -792,6 +931,36 @@ class Store:
                 )
             s.flush()
         return claims
+
+    # --- service leases -----------------------------------------------------------------------
+
+    def acquire_service_lease(
+        self, name: str, holder: str, seconds: float, now: datetime | None = None
+    ) -> bool:
+        """Take or renew the lease on singleton work `name` (e.g. "reconciler") for `seconds`;
+        False while another holder's lease runs."""
+        now = now or utcnow()
+        expires = now + timedelta(seconds=seconds)
+        try:
+            with self._session() as s:
+                row = s.get(ServiceLeaseRow, name, with_for_update=True)
+                if row is None:
+                    s.add(ServiceLeaseRow(name=name, holder=holder, expires_at=expires))
+                    return True
+                if row.holder != holder and row.expires_at > now:
+                    return False
+                row.holder, row.expires_at = holder, expires
+                return True
+        except IntegrityError:
+            return False  # another replica created the lease row at the same moment
+
+    def release_service_lease(self, name: str, holder: str) -> None:
+        with self._session() as s:
+            s.execute(
+                sa.delete(ServiceLeaseRow).where(
+                    ServiceLeaseRow.name == name, ServiceLeaseRow.holder == holder
+                )
+            )
 
     def issue_run_token(self, run_id: uuid.UUID) -> str:
         """A new token for the run; the previous one stops working."""

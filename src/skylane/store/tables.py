@@ -153,7 +153,11 @@ class StateHistoryRow(Base):
 
 class AttemptRow(Base):
     __tablename__ = "run_attempts"
-    __table_args__ = (sa.UniqueConstraint("run_id", "number", name="uq_run_attempts_number"),)
+    __table_args__ = (
+        sa.UniqueConstraint("run_id", "number", name="uq_run_attempts_number"),
+        sa.Index("ix_run_attempts_cleaned_up_at", "cleaned_up_at"),
+        sa.Index("ix_run_attempts_lease_expires_at", "lease_expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
     run_id: Mapped[uuid.UUID] = mapped_column(
@@ -170,6 +174,9 @@ class AttemptRow(Base):
     cleaned_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # Submit calls made with this attempt's key: a try that failed ambiguously (a timeout: the
+    # provider may have started it) is retried with the same key, never a new one.
+    tries: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -212,3 +219,24 @@ class ProviderResourceRow(Base):
     key: Mapped[str] = mapped_column(sa.String(200))
     value: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RateLimitStateRow(Base):
+    """The shared state of one rate limit (a token bucket or a sliding window) for one provider
+    scope, e.g. `ecs:RunTask|123456789012|eu-west-1|bucket`. Every replica takes from it."""
+
+    __tablename__ = "rate_limit_state"
+
+    key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ServiceLeaseRow(Base):
+    """Which replica runs a singleton service pass (e.g. the reconciler) until when."""
+
+    __tablename__ = "service_leases"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

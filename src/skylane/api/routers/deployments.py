@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
 from skylane.api.auth import require
-from skylane.api.deps import get_settings, get_store, notify_dispatcher
+from skylane.api.deps import get_settings, get_store
 from skylane.api.schemas import DeploymentCreate, DeploymentUpdate, RunCreate
 from skylane.models import ApiScope, Deployment, Run
 from skylane.services import catalog
@@ -94,13 +94,11 @@ def delete_deployment(deployment_id: uuid.UUID, store: Store = Depends(get_store
 def create_run(
     deployment_id: uuid.UUID,
     body: RunCreate,
-    request: Request,
     store: Store = Depends(get_store),
     settings: Settings = Depends(get_settings),
 ) -> Run:
-    run = catalog.create_run(store, settings, deployment_id, body)
-    notify_dispatcher(request)
-    return run
+    # The store wakes the dispatchers (in this process and, on PostgreSQL, in others).
+    return catalog.create_run(store, settings, deployment_id, body)
 
 
 @router.post(

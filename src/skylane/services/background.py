@@ -1,0 +1,61 @@
+"""The control plane's background services, started by `skylane server start --services`.
+
+`api` is the HTTP server itself; the others are threads in the same process: `dispatcher`
+(claims and submits due runs) and `reconciler` (watches submitted runs). Each may run in any
+number of processes against one PostgreSQL: dispatchers share the work through row locks, and
+one reconciler at a time holds the work through a lease while the others stand by.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from skylane.errors import InvalidInput
+from skylane.settings import Settings
+from skylane.store.repository import Store
+
+SERVICES = ("api", "dispatcher", "reconciler")
+DEFAULT_SERVICES = "api,dispatcher,reconciler"
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 10.0) -> None: ...
+
+
+def parse_services(value: str) -> list[str]:
+    """The services named in `value` ("api,dispatcher"), in order, without repeats."""
+    services = [part.strip().lower() for part in value.split(",") if part.strip()]
+    unknown = [name for name in services if name not in SERVICES]
+    if unknown or not services:
+        what = f"unknown service {', '.join(unknown)}" if unknown else "no service given"
+        raise InvalidInput(f"{what}; choose from {', '.join(SERVICES)}", field="--services")
+    return list(dict.fromkeys(services))
+
+
+def start_services(names: list[str], store: Store, settings: Settings) -> list[Service]:
+    """Start the background services among `names` (`api` is not one); stop them with
+    `stop_services`."""
+    started: list[Service] = []
+    try:
+        if "reconciler" in names:
+            from skylane.services.reconciler import Reconciler
+
+            started.append(Reconciler(store, settings))
+            started[-1].start()
+        if "dispatcher" in names:
+            from skylane.services.dispatcher import Dispatcher
+
+            started.append(Dispatcher(store, settings))
+            started[-1].start()
+    except BaseException:
+        stop_services(started)
+        raise
+    return started
+
+
+def stop_services(services: list[Service]) -> None:
+    # Dispatchers first: they may still be finishing submissions that the reconciler watches.
+    for service in reversed(services):
+        service.stop()
