@@ -36,6 +36,7 @@ from skylane.services.adapters import (
     render_run,
 )
 from skylane.services.urls import api_url_for_runs
+from skylane.rate_limits import parse_rate_limits
 from skylane.settings import Settings
 from skylane.store.repository import Store
 
@@ -74,9 +75,26 @@ def _check_credentials_reference(
             _check_credentials_reference(value, field)
 
 
+def _check_dispatch_settings(pool_settings: dict[str, Any] | None) -> None:
+    """The pool settings the dispatcher and reconciler read: `rate_limits` (overrides the
+    provider's default limits; [] for none) and `start_timeout_seconds`."""
+    pool_settings = pool_settings or {}
+    if pool_settings.get("rate_limits") is not None:
+        parse_rate_limits(pool_settings["rate_limits"], field="settings.rate_limits")
+    timeout = pool_settings.get("start_timeout_seconds")
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0
+    ):
+        raise InvalidInput(
+            "start_timeout_seconds must be a positive number of seconds",
+            field="settings.start_timeout_seconds",
+        )
+
+
 def create_pool(store: Store, body: PoolCreate) -> Pool:
     pool_type = parse_pool_type(body.type)
     _check_credentials_reference(body.credentials)
+    _check_dispatch_settings(body.settings)
     if body.base_job_template is None:
         template = adapter_class(pool_type.provider).default_template()
     else:
@@ -96,6 +114,7 @@ def create_pool(store: Store, body: PoolCreate) -> Pool:
 def update_pool(store: Store, settings: Settings, name: str, body: PoolUpdate) -> Pool:
     changes = body.model_dump(exclude_unset=True)
     _check_credentials_reference(changes.get("credentials"))
+    _check_dispatch_settings(changes.get("settings"))
     pool = store.get_pool(name)
     if "base_job_template" in changes:
         if changes["base_job_template"] is None:

@@ -180,6 +180,7 @@ class Dispatcher:
 
     def recover_expired_claims(self) -> int:
         claims = self.store.expired_claims(
+            claimed_by=self.name,
             lease_seconds=self.settings.claim_lease_seconds,
             limit=max(1, self._free_slots()) if self._executor else 100,
         )
@@ -246,8 +247,25 @@ class Dispatcher:
                 key, f"nothing found at the provider for key {key}", retry_at=None
             )
 
+    def _still_ours(self, claim: Claim) -> bool:
+        """Whether the claim's lease outlives a whole submission (which ends within
+        submit_deadline_seconds); renewed if not. A claim that waited too long for a thread may
+        have expired and be recovered elsewhere: then it must not be submitted here."""
+        lease = claim.attempt.lease_expires_at
+        margin = self.settings.submit_deadline_seconds + 1.0
+        if lease is not None and (lease - utcnow()).total_seconds() > margin:
+            return True
+        renewed = self.store.renew_claim(
+            claim.attempt.idempotency_key, self.name, self.settings.claim_lease_seconds
+        )
+        if renewed is None:
+            log.warning("run %s: claim lost before submission; leaving it", claim.run.id)
+        return renewed is not None
+
     def _submit(self, claim: Claim) -> None:
         key = claim.attempt.idempotency_key
+        if not self._still_ours(claim):
+            return
         try:
             token = claim.run_token or self.store.issue_run_token(claim.run.id)
             adapter = self.adapters.get(claim.pool)

@@ -886,6 +886,7 @@ class Store:
     def expired_claims(
         self,
         *,
+        claimed_by: str = "recovery",
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         limit: int = 100,
         now: datetime | None = None,
@@ -920,6 +921,7 @@ class Store:
                 deployment = s.get(DeploymentRow, row.deployment_id)
                 assert deployment is not None
                 attempt.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                attempt.claimed_by = claimed_by
                 claims.append(
                     Claim(
                         run=_run(row),
@@ -931,6 +933,28 @@ class Store:
                 )
             s.flush()
         return claims
+
+    def renew_claim(
+        self, idempotency_key: str, claimed_by: str, lease_seconds: float, now: datetime | None = None
+    ) -> datetime | None:
+        """Extend a claim's lease to `lease_seconds` from now, only while it is still
+        `claimed_by`'s: unexpired, not submitted, not ended. The new expiry, or None when the
+        claim was lost (another replica may be recovering it: do not submit)."""
+        now = now or utcnow()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._session() as s:
+            result = s.execute(
+                sa.update(AttemptRow)
+                .where(
+                    AttemptRow.idempotency_key == idempotency_key,
+                    AttemptRow.claimed_by == claimed_by,
+                    AttemptRow.lease_expires_at > now,
+                    AttemptRow.provider_ref.is_(None),
+                    AttemptRow.ended_at.is_(None),
+                )
+                .values(lease_expires_at=expires)
+            )
+            return expires if result.rowcount == 1 else None
 
     # --- service leases -----------------------------------------------------------------------
 
