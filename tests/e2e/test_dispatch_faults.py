@@ -255,12 +255,12 @@ def assert_one_task_per_run(ecs: Any, runs: list[Run]) -> None:
 # --- 1. replicas killed while 200 runs are due ---------------------------------------------
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "plane", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 def test_replicas_killed_mid_dispatch_lose_no_run_and_start_none_twice(
     plane: ControlPlane, proxy: FaultProxy, ecs: Any
 ) -> None:
-    if not plane.replicas:
-        pytest.skip("replicas are a PostgreSQL setup; SQLite has one writer process")
     deployment_id = make_pool(plane, proxy)
     run_ids = create_runs(plane, deployment_id, 200, due_in=1.0)
 

@@ -189,9 +189,7 @@ def test_process_that_exits_without_reporting_crashes(
 # --- submission failures --------------------------------------------------------------------
 
 
-def test_missing_command_fails_without_retry(
-    store: Store, pool: None, plane: ControlPlane
-) -> None:
+def test_missing_command_fails_without_retry(store: Store, pool: None, plane: ControlPlane) -> None:
     dep = store.create_deployment(
         flow_name="flow",
         name="job",

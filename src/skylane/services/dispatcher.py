@@ -55,6 +55,9 @@ log = logging.getLogger("skylane.dispatcher")
 RESUBMIT_POLICY = RetryPolicy(base=2.0, cap=300.0, capacity_base=30.0, capacity_cap=600.0)
 # How often expired leases are looked for; they are rare, the query is indexed.
 RECOVERY_INTERVAL_SECONDS = 1.0
+# Provider refs are written in batches, at most this long after the provider answered. A ref
+# lost with a crashed process is found again by `find(key)` when its lease runs out.
+RECORD_BATCH_SECONDS = 0.02
 
 
 def utcnow() -> datetime:
@@ -89,8 +92,12 @@ class Dispatcher:
         self._in_flight_lock = threading.Lock()
         # Claimed runs may queue briefly for a free thread; no more, or their leases would run.
         self._max_in_flight = 2 * settings.dispatcher_concurrency
+        # Claim in chunks: waking for every finished submission would claim runs one by one,
+        # a transaction each.
+        self._claim_chunk = max(1, min(settings.dispatcher_batch_size, self._max_in_flight // 2))
         self._next_recovery = 0.0
         self._checked_templates: set[tuple[str, datetime]] = set()
+        self._recorder = SubmissionRecorder(store)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -102,6 +109,7 @@ class Dispatcher:
         self._executor = ThreadPoolExecutor(
             self.settings.dispatcher_concurrency, thread_name_prefix="skylane-submit"
         )
+        self._recorder.start()
         self._wakeups.start()
         self._thread = threading.Thread(target=self._loop, name="skylane-dispatcher", daemon=True)
         self._thread.start()
@@ -115,6 +123,7 @@ class Dispatcher:
             self._thread.join(timeout)
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=False)
+        self._recorder.stop()
 
     def _loop(self) -> None:
         log.info("dispatcher %s started; runs reach the API at %s", self.name, self.api_url)
@@ -133,7 +142,7 @@ class Dispatcher:
         """Until the next run becomes due (at most the interval). Runs already due but held
         by a concurrency limit wake us when a slot frees, so only future ones count."""
         interval = self.settings.dispatcher_interval_seconds
-        if self._free_slots() <= 0:
+        if self._free_slots() < self._claim_chunk:
             return interval  # a finished submission wakes us
         try:
             next_due = self.store.next_due_time(after=utcnow())
@@ -153,9 +162,10 @@ class Dispatcher:
         if now >= self._next_recovery:
             self._next_recovery = now + RECOVERY_INTERVAL_SECONDS
             self.recover_expired_claims()
-        wanted = min(self.settings.dispatcher_batch_size, self._free_slots())
-        if wanted <= 0:
-            return False
+        free = self._free_slots()
+        wanted = min(self.settings.dispatcher_batch_size, free)
+        if free < self._claim_chunk:
+            return False  # a finished submission wakes us when a chunk of slots is free
         claims = self.store.claim_due_runs(
             claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds, limit=wanted
         )
@@ -204,7 +214,9 @@ class Dispatcher:
         def done(_: object) -> None:
             with self._in_flight_lock:
                 self._in_flight -= 1
-            self.wake()
+                free = self._max_in_flight - self._in_flight
+            if free == self._claim_chunk or free == self._max_in_flight:
+                self.wake()
 
         self._executor.submit(self._guarded, work, claim).add_done_callback(done)
 
@@ -285,7 +297,7 @@ class Dispatcher:
                 retry_at=None,
             )
         else:
-            self.store.record_submission(key, ref)
+            self._recorder.record(key, ref)
             log.info("run %s submitted to pool %s as %s", claim.run.id, claim.pool.name, ref)
 
     def _render(self, adapter: Adapter, claim: Claim, token: str) -> object:
@@ -373,3 +385,57 @@ class Dispatcher:
             message=f"submission will be retried at {at} (try {tries} of "
             f"{self.settings.max_submit_attempts} failed): {error.message}",
         )
+
+
+class SubmissionRecorder:
+    """Writes provider refs to the store in batches (one transaction for many submissions).
+    Until `start()` (and after `stop()`) each ref is written at once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[str, str, datetime]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="skylane-recorder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._ready.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        self.flush()
+
+    def record(self, key: str, ref: str) -> None:
+        if self._thread is None:
+            self.store.record_submissions([(key, ref, utcnow())])
+            return
+        with self._lock:
+            self._pending.append((key, ref, utcnow()))
+        self._ready.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self.store.record_submissions(batch)
+        except Exception:
+            # Put them back; the next flush tries again (and recovery covers a crash).
+            log.exception("cannot record %d submissions yet", len(batch))
+            with self._lock:
+                self._pending[:0] = batch
+            time.sleep(0.5)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._ready.wait()
+            self._ready.clear()
+            time.sleep(RECORD_BATCH_SECONDS)  # let the batch fill
+            self.flush()

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, selectinload, sessionmaker
 
 from skylane.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from skylane.models import (
@@ -100,7 +100,8 @@ class LogEntry:
 
 @dataclass(frozen=True)
 class Claim:
-    """A run claimed for submission: everything the dispatcher needs, and the run's token."""
+    """A run claimed for submission: everything the dispatcher needs, and the run's token.
+    `run.history` holds only the claim's own transition (a claim does not load the rest)."""
 
     run: Run
     deployment: Deployment
@@ -127,7 +128,7 @@ def _deployment(row: DeploymentRow) -> Deployment:
     return Deployment(pool_name=row.pool.name, **data)
 
 
-def _run(row: RunRow) -> Run:
+def _run(row: RunRow, *, history: bool = True) -> Run:
     return Run(
         id=row.id,
         deployment_id=row.deployment_id,
@@ -144,7 +145,7 @@ def _run(row: RunRow) -> Run:
         started_at=row.started_at,
         ended_at=row.ended_at,
         last_heartbeat_at=row.last_heartbeat_at,
-        history=[StateChange.model_validate(h) for h in row.history],
+        history=[StateChange.model_validate(h) for h in row.history] if history else [],
         attempts=[RunAttempt.model_validate(a) for a in row.attempts],
     )
 
@@ -564,11 +565,15 @@ class Store:
             # The token is visible to whoever can describe the container (ECS overrides, say);
             # once the run is over nothing may use it, so it stops working now.
             row.run_token_hash = None
-        row.history.append(
-            StateHistoryRow(
-                state=state.value, message=message, transition_id=transition_id, timestamp=now
-            )
+        entry = StateHistoryRow(
+            state=state.value, message=message, transition_id=transition_id, timestamp=now
         )
+        if session is not None and "history" in sa.inspect(row).unloaded:
+            # Not loaded (a claim): add the entry without loading the whole history.
+            entry.run_id = row.id
+            session.add(entry)
+        else:
+            row.history.append(entry)
 
     def cancel_run(self, run_id: uuid.UUID, *, transition_id: str | None = None) -> StateResult:
         """Nothing submitted yet → CANCELLED at once; otherwise CANCELLING, and the dispatcher
@@ -612,8 +617,8 @@ class Store:
         claims: list[Claim] = []
         with self._session() as s:
             pool_limits, deployment_limits = self._lock_limits(s)
-            active_by_pool = self._active_counts(s, RunRow.pool_id)
-            active_by_deployment = self._active_counts(s, RunRow.deployment_id)
+            active_by_pool = self._active_counts(s, RunRow.pool_id, pool_limits)
+            active_by_deployment = self._active_counts(s, RunRow.deployment_id, deployment_limits)
 
             def saturated(limits: dict[uuid.UUID, int], active: dict[uuid.UUID, int]) -> set:
                 return {key for key, cap in limits.items() if active.get(key, 0) >= cap}
@@ -672,6 +677,8 @@ class Store:
             )
             .order_by(RunRow.scheduled_time, RunRow.id)
             .with_for_update(of=RunRow, skip_locked=True)
+            # A claim needs the run's attempts (to number the new one), not its history.
+            .options(selectinload(RunRow.attempts), lazyload(RunRow.history))
         )
         if full_pools:
             query = query.where(RunRow.pool_id.notin_(full_pools))
@@ -696,10 +703,15 @@ class Store:
         return limits[0], limits[1]
 
     @staticmethod
-    def _active_counts(s: Session, column: Any) -> dict[uuid.UUID, int]:
+    def _active_counts(
+        s: Session, column: Any, limits: dict[uuid.UUID, int]
+    ) -> dict[uuid.UUID, int]:
+        """Active runs per pool or deployment, counted only where a limit applies."""
+        if not limits:
+            return {}
         rows = s.execute(
             sa.select(column, sa.func.count())
-            .where(RunRow.state.in_([st.value for st in ACTIVE_STATES]))
+            .where(RunRow.state.in_([st.value for st in ACTIVE_STATES]), column.in_(list(limits)))
             .group_by(column)
         )
         return {key: count for key, count in rows}
@@ -730,9 +742,9 @@ class Store:
         row.run_token_hash = token_hash
         row.not_before = None
         self._transition(row, RunState.PENDING, f"claimed by {claimed_by}", None)
-        s.flush()
+        # No flush per run: one at the end of the claim writes them all.
         return Claim(
-            run=_run(row),
+            run=_run(row, history=False),
             deployment=_deployment(deployment),
             pool=_pool(row.pool),
             attempt=RunAttempt.model_validate(attempt),
@@ -740,11 +752,26 @@ class Store:
         )
 
     def record_submission(self, idempotency_key: str, provider_ref: str) -> None:
+        self.record_submissions([(idempotency_key, provider_ref, utcnow())])
+
+    def record_submissions(self, submissions: list[tuple[str, str, datetime]]) -> None:
+        """Record provider refs (key, ref, submitted at), in one transaction."""
+        if not submissions:
+            return
+        table = AttemptRow.__table__
         with self._session() as s:
-            attempt = self._attempt_row(s, idempotency_key)
-            attempt.provider_ref = provider_ref
-            attempt.submitted_at = utcnow()
-            attempt.lease_expires_at = None
+            result = s.execute(
+                table.update()
+                .where(table.c.idempotency_key == sa.bindparam("key"))
+                .values(
+                    provider_ref=sa.bindparam("ref"),
+                    submitted_at=sa.bindparam("at"),
+                    lease_expires_at=None,
+                ),
+                [{"key": key, "ref": ref, "at": at} for key, ref, at in submissions],
+            )
+            if len(submissions) == 1 and result.rowcount != 1:
+                raise NotFound(f"no attempt with key {submissions[0][0]}", field="attempt")
 
     def record_submission_failure(
         self,
@@ -935,7 +962,11 @@ class Store:
         return claims
 
     def renew_claim(
-        self, idempotency_key: str, claimed_by: str, lease_seconds: float, now: datetime | None = None
+        self,
+        idempotency_key: str,
+        claimed_by: str,
+        lease_seconds: float,
+        now: datetime | None = None,
     ) -> datetime | None:
         """Extend a claim's lease to `lease_seconds` from now, only while it is still
         `claimed_by`'s: unexpired, not submitted, not ended. The new expiry, or None when the

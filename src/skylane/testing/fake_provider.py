@@ -244,6 +244,18 @@ class FakeCloud:
             )
         return True
 
+    def set_status(self, ref: str, status: str) -> None:
+        """What the cloud does by itself: a task starts, stops or fails (tests)."""
+        status = status.upper()
+        if status not in REPORTABLE:
+            raise ValueError(f"status must be one of {', '.join(sorted(REPORTABLE))}")
+        with self._write() as db:
+            if (
+                db.execute("UPDATE resources SET status = ? WHERE ref = ?", (status, ref)).rowcount
+                != 1
+            ):
+                raise KeyError(ref)
+
     # --- what benchmarks and tests read -------------------------------------------------------
 
     def resources(self) -> list[FakeResource]:
