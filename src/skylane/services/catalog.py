@@ -27,6 +27,7 @@ from skylane.entrypoints import parse_entrypoint, validate_parameters
 from skylane.errors import InvalidInput, NotFound
 from skylane.models import Deployment, Pool, Run, RunState
 from skylane.pool_types import parse_pool_type
+from skylane.rate_limits import parse_rate_limits
 from skylane.security import is_secret_name
 from skylane.services.adapters import (
     PREVIEW_RUN_ID,
@@ -36,7 +37,6 @@ from skylane.services.adapters import (
     render_run,
 )
 from skylane.services.urls import api_url_for_runs
-from skylane.rate_limits import parse_rate_limits
 from skylane.settings import Settings
 from skylane.store.repository import Store
 
