@@ -39,11 +39,16 @@ REPLICAS = 3
 
 # Short leases and deadlines so recoveries happen within seconds. The lease must outlive a
 # whole submission (submit deadline) or a live replica could lose a claim it is submitting.
+# moto ignores RunTask's clientToken, which is what makes a timed-out RunTask safe to repeat on
+# real ECS; here only the look-up before the retry protects it, and that cannot see a task moto
+# is still creating. So moto is kept responsive (8 submit threads per replica, a 2 s timeout):
+# what these tests exercise is the kills and the injected faults, not an overloaded moto.
 FAULT_SETTINGS = {
     **FAKE_AWS_ENV,
-    "SKYLANE_CLAIM_LEASE_SECONDS": "4",
-    "SKYLANE_SUBMIT_DEADLINE_SECONDS": "3",
-    "SKYLANE_PROVIDER_TIMEOUT_SECONDS": "1",
+    "SKYLANE_CLAIM_LEASE_SECONDS": "5",
+    "SKYLANE_SUBMIT_DEADLINE_SECONDS": "4",
+    "SKYLANE_PROVIDER_TIMEOUT_SECONDS": "2",
+    "SKYLANE_DISPATCHER_CONCURRENCY": "8",
     "SKYLANE_DISPATCHER_INTERVAL_SECONDS": "1",
     "SKYLANE_RECONCILER_INTERVAL_SECONDS": "0.5",
     "SKYLANE_HEARTBEAT_SECONDS": "1",
@@ -301,8 +306,8 @@ def test_a_timed_out_run_task_is_adopted_not_repeated(
     plane: ControlPlane, proxy: FaultProxy, ecs: Any
 ) -> None:
     deployment_id = make_pool(plane, proxy)
-    # moto creates the task; the answer comes after the client's 1 s read timeout.
-    proxy.timeout_after_forward("RunTask", delay=3.0, count=1)
+    # moto creates the task; the answer comes after the client's 2 s read timeout.
+    proxy.timeout_after_forward("RunTask", delay=4.0, count=1)
     [run_id] = create_runs(plane, deployment_id, 1)
 
     run = submitted_run(plane, run_id)

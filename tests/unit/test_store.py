@@ -630,11 +630,11 @@ def test_concurrent_claimers_respect_the_pool_limit(
     barrier = threading.Barrier(2)
     original = Store._active_counts
 
-    def counted_together(s, column):  # type: ignore[no-untyped-def]
+    def counted_together(s, column, limits):  # type: ignore[no-untyped-def]
         if column is RunRow.pool_id:
             with contextlib.suppress(threading.BrokenBarrierError):
                 barrier.wait(timeout=0.5)
-        return original(s, column)
+        return original(s, column, limits)
 
     monkeypatch.setattr(Store, "_active_counts", staticmethod(counted_together))
     results: list[int] = []
