@@ -70,6 +70,10 @@ def load_settings(**overrides: Any) -> Settings:
         # Only where and what: the rejected value may be a secret.
         first = exc.errors(include_url=False, include_input=False)[0]
         name = ".".join(str(part) for part in first["loc"])
+        if not name:  # a rule across settings (e.g. the claim lease and the submit deadline)
+            raise ConfigurationError(
+                first["msg"].removeprefix("Value error, "), field="settings"
+            ) from exc
         raise ConfigurationError(
             f"{first['msg']} (from a flag, SKYLANE_{name.upper()} or {config_file()})",
             field=name,
