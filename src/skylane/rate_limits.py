@@ -18,7 +18,7 @@ Operation names and their defaults (the providers' documented limits), in `DEFAU
 | `cloud-run:RunJob`         | token bucket, burst 3, 3 per second    |
 | `process:Start`            | no limit                               |
 
-`LAUNCH_OPERATIONS` maps a provider name to the operation that launches a run. A pool overrides
+Each adapter names the operation it limits (the ECS adapter: `ECS_RUN_TASK`). A pool overrides
 the limits of its launch operation with `settings["rate_limits"]`, a list such as
 `[{"burst": 50, "per_second": 10}]` or `[{"limit": 100, "seconds": 300}]`; `[]` means no limit.
 
@@ -149,13 +149,6 @@ DEFAULT_LIMITS: dict[str, tuple[RateLimit, ...]] = {
     CLOUD_RUN_RUN_JOB: (TokenBucket(burst=3, per_second=3),),
     # Local processes: no limit.
     PROCESS_START: (),
-}
-
-LAUNCH_OPERATIONS: dict[str, str] = {
-    "ecs": ECS_RUN_TASK,
-    "aci": ACI_CREATE_CONTAINER_GROUP,
-    "cloud-run": CLOUD_RUN_RUN_JOB,
-    "process": PROCESS_START,
 }
 
 

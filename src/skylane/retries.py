@@ -18,11 +18,10 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from skylane.errors import (
     CapacityError,
-    ProviderError,
     QuotaError,
     ThrottledError,
     TransientProviderError,
@@ -122,19 +121,3 @@ class RetryPolicy:
 
 # Inside adapters: a few quick tries per operation.
 PROVIDER_CALLS = RetryPolicy()
-
-
-def retry_after_text(error: ProviderError | None, delay: float) -> str:
-    kind = "capacity" if isinstance(error, CapacityError) else "quota"
-    if error is not None and is_capacity_or_quota(error):
-        return f"waiting for {kind}: next try in {delay:.0f} s"
-    return f"next try in {delay:.1f} s"
-
-
-def describe(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "attempts": policy.attempts,
-        "base": policy.base,
-        "cap": policy.cap,
-        "deadline": policy.deadline,
-    }

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from skylane.testing.databases import reset_postgres_schema
+from skylane.testing.moto import FAKE_AWS_ENV, moto_server, reset, set_ecs_task_transition
 from skylane.testing.server import ServerProcess, free_port, running_server
 
 __all__ = ["Server", "free_port"]
@@ -75,3 +77,27 @@ def project(server: Server) -> Server:
         (flows / name).write_text(source)
     server.cli("pool", "create", "local", "--type", "process:push", check=True)
     return server
+
+
+ECS_CLUSTER = "flows"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One moto_server on loopback for the e2e session (each test starts from `aws`)."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
+    """A clean moto with the ECS cluster the tests' pools use, and fake credentials."""
+    reset(moto_endpoint)
+    # Tasks stay where they are until a test moves them (moto otherwise advances a task one
+    # state per DescribeTasks call, and the reconciler calls it often).
+    set_ecs_task_transition(moto_endpoint, times=1_000_000)
+    for name, value in FAKE_AWS_ENV.items():
+        monkeypatch.setenv(name, value)
+    session = boto3.Session(region_name="us-east-1")
+    session.client("ecs", endpoint_url=moto_endpoint).create_cluster(clusterName=ECS_CLUSTER)
+    return session

@@ -10,6 +10,7 @@ per run, never two, none lost; the rate limit held; the run's final state and me
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import threading
@@ -29,12 +30,12 @@ from skylane.client import SkylaneClient
 from skylane.models import Run, RunState
 from skylane.testing.aws_faults import FaultProxy, token_bucket_violations
 from skylane.testing.databases import reset_postgres_schema
-from skylane.testing.moto import FAKE_AWS_ENV, moto_server, reset, set_ecs_task_transition
+from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import SKYLANE, ServerProcess, running_server
+from tests.e2e.conftest import ECS_CLUSTER as CLUSTER
 
 T = TypeVar("T")
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
-CLUSTER = "flows"
 REPLICAS = 3
 
 # Short leases and deadlines so recoveries happen within seconds. The lease must outlive a
@@ -58,30 +59,17 @@ FAULT_SETTINGS = {
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
-
-
-@pytest.fixture(scope="module")
 def proxy(moto_endpoint: str) -> Iterator[FaultProxy]:
     with FaultProxy(moto_endpoint, seed=7) as started:
         yield started
 
 
 @pytest.fixture
-def ecs(moto_endpoint: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> Any:
+def ecs(aws: boto3.Session, moto_endpoint: str, proxy: FaultProxy) -> Any:
     """An ECS client on moto directly (not through the proxy): the user's view of the account."""
-    reset(moto_endpoint)
     proxy.clear_rules()
     proxy.reset_calls()
-    # Tasks stay where they are until a test moves them.
-    set_ecs_task_transition(moto_endpoint, times=1_000_000)
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    client = boto3.client("ecs", region_name="us-east-1", endpoint_url=moto_endpoint)
-    client.create_cluster(clusterName=CLUSTER)
-    return client
+    return aws.client("ecs", endpoint_url=moto_endpoint)
 
 
 @dataclass
@@ -95,7 +83,7 @@ class ControlPlane:
     replicas: list[subprocess.Popen[bytes]] = field(default_factory=list)
     restarts: int = 0
 
-    @property
+    @functools.cached_property
     def client(self) -> SkylaneClient:
         return self.server.client()
 

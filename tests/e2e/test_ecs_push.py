@@ -12,33 +12,13 @@ from pathlib import Path
 import boto3
 import pytest
 
-from skylane.testing.moto import FAKE_AWS_ENV, moto_server, reset, set_ecs_task_transition
+from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import ServerProcess, running_server
 from tests.e2e.conftest import FAST_SETTINGS
 from tests.e2e.test_run_path import UUID_RE
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
-    """A clean moto with the cluster the pool uses."""
-    reset(moto_endpoint)
-    # Tasks stay where they are until a test moves them (moto otherwise advances a task one
-    # state per DescribeTasks call, and the dispatcher calls it often).
-    set_ecs_task_transition(moto_endpoint, times=1_000_000)
-    for name, value in FAKE_AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    session = boto3.Session(region_name="us-east-1")
-    session.client("ecs", endpoint_url=moto_endpoint).create_cluster(clusterName="flows")
-    return session
 
 
 @pytest.fixture

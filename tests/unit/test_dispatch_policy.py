@@ -274,7 +274,6 @@ def test_a_run_that_never_starts_is_stopped_after_the_start_timeout(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path, start_timeout_seconds=60)
-    FakeCloud(cloud_path)  # create the file
     run = submitted(store, dep, settings)
     ref = run.attempts[0].provider_ref
     FakeCloud(cloud_path).set_status(ref, "PENDING")

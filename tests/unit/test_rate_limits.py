@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from skylane.errors import InvalidInput, ThrottledError
 from skylane.rate_limits import (
     DEFAULT_LIMITS,
-    LAUNCH_OPERATIONS,
     MAX_GRANT_ENTRIES,
     Grant,
     MemoryRateLimiter,
@@ -320,7 +319,6 @@ def test_defaults_and_pool_overrides() -> None:
     assert limits_for("ecs:RunTask", {"rate_limits": [{"burst": 50, "per_second": 10}]}) == (
         TokenBucket(burst=50, per_second=10),
     )
-    assert set(LAUNCH_OPERATIONS.values()) == set(DEFAULT_LIMITS)
     with pytest.raises(InvalidInput) as caught:
         limits_for("ecs:RunTask", {"rate_limits": [{"burst": 0, "per_second": 1}]})
     assert caught.value.field == "settings.rate_limits[0].burst"

@@ -37,17 +37,18 @@ def parse_services(value: str) -> list[str]:
 def start_services(names: list[str], store: Store, settings: Settings) -> list[Service]:
     """Start the background services among `names` (`api` is not one); stop them with
     `stop_services`."""
+    from skylane.services.dispatcher import Dispatcher, shared_pool_adapters
+    from skylane.services.reconciler import Reconciler
+
+    # One adapter per pool for both services: one AWS session, one account look-up.
+    adapters = shared_pool_adapters(store, settings)
     started: list[Service] = []
     try:
         if "reconciler" in names:
-            from skylane.services.reconciler import Reconciler
-
-            started.append(Reconciler(store, settings))
+            started.append(Reconciler(store, settings, adapters=adapters))
             started[-1].start()
         if "dispatcher" in names:
-            from skylane.services.dispatcher import Dispatcher
-
-            started.append(Dispatcher(store, settings))
+            started.append(Dispatcher(store, settings, adapters=adapters))
             started[-1].start()
     except BaseException:
         stop_services(started)

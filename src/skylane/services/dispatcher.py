@@ -27,7 +27,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from skylane import templates
@@ -40,7 +42,7 @@ from skylane.errors import (
     TransientProviderError,
 )
 from skylane.models import Pool, RunState
-from skylane.rate_limits import RateLimited, RateLimiter
+from skylane.rate_limits import RateLimited
 from skylane.retries import RetryPolicy, is_capacity_or_quota
 from skylane.services.adapters import PoolAdapters, render_run
 from skylane.services.rate_limiter import SharedRateLimiter
@@ -68,6 +70,11 @@ def default_replica_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def shared_pool_adapters(store: Store, settings: Settings) -> PoolAdapters:
+    """Adapters whose rate-limited calls take tokens shared by every replica."""
+    return PoolAdapters(store, settings, limiter=SharedRateLimiter(store.rate_limits))
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -75,14 +82,13 @@ class Dispatcher:
         settings: Settings,
         *,
         name: str | None = None,
-        limiter: RateLimiter | None = None,
+        adapters: PoolAdapters | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.name = name or f"dispatcher@{default_replica_name()}"
         self.api_url = api_url_for_runs(settings)
-        self.limiter = limiter or SharedRateLimiter(store.rate_limits)
-        self.adapters = PoolAdapters(store, settings, limiter=self.limiter)
+        self.adapters = adapters or shared_pool_adapters(store, settings)
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -173,21 +179,6 @@ class Dispatcher:
             self._hand_off(self._submit, claim)
         return len(claims) == wanted
 
-    def submit_due_runs(self) -> int:
-        """Claim and submit due runs in this thread, until none is due (tests, `run_once`)."""
-        total = 0
-        while True:
-            claims = self.store.claim_due_runs(
-                claimed_by=self.name,
-                lease_seconds=self.settings.claim_lease_seconds,
-                limit=self.settings.dispatcher_batch_size,
-            )
-            for claim in claims:
-                self._submit(claim)
-            total += len(claims)
-            if len(claims) < self.settings.dispatcher_batch_size:
-                return total
-
     def recover_expired_claims(self) -> int:
         claims = self.store.expired_claims(
             claimed_by=self.name,
@@ -202,9 +193,8 @@ class Dispatcher:
         with self._in_flight_lock:
             return self._max_in_flight - self._in_flight
 
-    def _hand_off(self, work: object, claim: Claim) -> None:
+    def _hand_off(self, work: Callable[[Claim], None], claim: Claim) -> None:
         """Run `work(claim)` on a submit thread, or here when the dispatcher is not started."""
-        assert callable(work)
         if self._executor is None:
             work(claim)
             return
@@ -215,14 +205,13 @@ class Dispatcher:
             with self._in_flight_lock:
                 self._in_flight -= 1
                 free = self._max_in_flight - self._in_flight
-            if free == self._claim_chunk or free == self._max_in_flight:
+            if free == self._claim_chunk:  # crossing back from "too busy to claim"
                 self.wake()
 
         self._executor.submit(self._guarded, work, claim).add_done_callback(done)
 
     @staticmethod
-    def _guarded(work: object, claim: Claim) -> None:
-        assert callable(work)
+    def _guarded(work: Callable[[Claim], None], claim: Claim) -> None:
         try:
             work(claim)
         except Exception:
@@ -318,73 +307,58 @@ class Dispatcher:
 
     def _failed(self, claim: Claim, error: ProviderError) -> None:
         """Record a failed submit (or look-up) as the retry policy says."""
-        key = claim.attempt.idempotency_key
-        run_id = claim.run.id
-        now = utcnow()
+        outcome = self._failure_outcome(claim, error, utcnow())
+        log.warning("run %s: %s", claim.run.id, outcome.message)
+        self.store.record_submission_failure(
+            claim.attempt.idempotency_key,
+            str(error),
+            retry_at=outcome.retry_at,
+            same_key=outcome.same_key,
+            count_try=outcome.count_try,
+            message=outcome.message,
+        )
+
+    def _failure_outcome(self, claim: Claim, error: ProviderError, now: datetime) -> FailureOutcome:
         if isinstance(error, RateLimited):
             # We held the call back ourselves: nothing reached the provider, no try spent.
             retry_at = now + timedelta(seconds=error.retry_after or 1.0)
-            self.store.record_submission_failure(
-                key,
-                str(error),
-                retry_at=retry_at,
-                count_try=False,
-                message=f"waiting for the rate limit: {error}",
-            )
-            return
+            return FailureOutcome(retry_at, f"waiting for the rate limit: {error}", count_try=False)
         tries = claim.attempt.tries + 1
         delay = RESUBMIT_POLICY.delay(tries, error)
         retry_at = now + timedelta(seconds=delay)
         at = retry_at.strftime("%H:%M:%S UTC")
         if is_capacity_or_quota(error):
+            # Bounded by time, not by tries: capacity comes back on the cloud's schedule.
             first = claim.run.attempts[0].created_at if claim.run.attempts else now
             waited = (now - first).total_seconds()
-            if waited + delay <= self.settings.capacity_retry_seconds:
-                kind = "capacity" if isinstance(error, TransientProviderError) else "quota"
-                log.warning("run %s: waiting for %s: %s", run_id, kind, error.message)
-                self.store.record_submission_failure(
-                    key,
-                    str(error),
-                    retry_at=retry_at,
-                    count_try=False,
-                    message=f"waiting for {kind}: {error.message}; next try at {at}",
-                )
-                return
-            message = (
-                f"no {error.code.removeprefix('provider_')} for {waited:.0f} s "
-                f"(capacity_retry_seconds): {error.message}"
-            )
-            self.store.record_submission_failure(key, str(error), retry_at=None, message=message)
-            return
+            if waited + delay > self.settings.capacity_retry_seconds:
+                kind = error.code.removeprefix("provider_")
+                message = f"no {kind} for {waited:.0f} s (capacity_retry_seconds): {error.message}"
+                return FailureOutcome(None, message)
+            kind = "capacity" if isinstance(error, TransientProviderError) else "quota"
+            message = f"waiting for {kind}: {error.message}; next try at {at}"
+            return FailureOutcome(retry_at, message, count_try=False)
         if not error.retryable or isinstance(error, PermanentProviderError):
-            log.warning("run %s: submission failed: %s", run_id, error.message)
-            self.store.record_submission_failure(key, str(error), retry_at=None)
-            return
-        if tries >= self.settings.max_submit_attempts:
-            message = f"submission failed after {tries} tries: {error.message}"
-            log.warning("run %s: %s", run_id, message)
-            self.store.record_submission_failure(key, str(error), retry_at=None, message=message)
-            return
+            return FailureOutcome(None, f"submission failed: {error}")
+        limit = self.settings.max_submit_attempts
+        if tries >= limit:
+            return FailureOutcome(None, f"submission failed after {tries} tries: {error.message}")
         # Throttled: the provider refused the call, so a fresh attempt is safe. Anything else
         # transient may have reached the provider: same key, looked up first.
-        ambiguous = not isinstance(error, ThrottledError)
-        log.warning(
-            "run %s: submit failed (%s), try %d of %d; next at %s: %s",
-            run_id,
-            error.code,
-            tries,
-            self.settings.max_submit_attempts,
-            at,
-            error.message,
+        message = (
+            f"submission will be retried at {at} (try {tries} of {limit} failed): {error.message}"
         )
-        self.store.record_submission_failure(
-            key,
-            str(error),
-            retry_at=retry_at,
-            same_key=ambiguous,
-            message=f"submission will be retried at {at} (try {tries} of "
-            f"{self.settings.max_submit_attempts} failed): {error.message}",
-        )
+        return FailureOutcome(retry_at, message, same_key=not isinstance(error, ThrottledError))
+
+
+@dataclass(frozen=True)
+class FailureOutcome:
+    """What becomes of a run whose submit failed: retried at `retry_at` (None: it failed)."""
+
+    retry_at: datetime | None
+    message: str
+    same_key: bool = False
+    count_try: bool = True
 
 
 class SubmissionRecorder:

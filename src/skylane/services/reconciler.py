@@ -20,17 +20,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from skylane.adapters import Adapter, ProviderState
+from skylane.adapters import Adapter, ProviderState, ProviderStatus
 from skylane.errors import IllegalTransition, ProviderError
 from skylane.models import RunState
-from skylane.rate_limits import RateLimiter
 from skylane.services.adapters import PoolAdapters
-from skylane.services.dispatcher import default_replica_name
-from skylane.services.rate_limiter import SharedRateLimiter
+from skylane.services.dispatcher import default_replica_name, shared_pool_adapters
 from skylane.settings import Settings
 from skylane.store.repository import Store, Submission
 
@@ -62,14 +61,12 @@ class Reconciler:
         settings: Settings,
         *,
         name: str | None = None,
-        limiter: RateLimiter | None = None,
+        adapters: PoolAdapters | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.name = name or f"reconciler@{default_replica_name()}"
-        self.adapters = PoolAdapters(
-            store, settings, limiter=limiter or SharedRateLimiter(store.rate_limits)
-        )
+        self.adapters = adapters or shared_pool_adapters(store, settings)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -184,7 +181,8 @@ class Reconciler:
             target, message = RunState.CANCELLED, "stopped at the provider"
         elif stale:
             beats = self.settings.missed_heartbeats
-            what = "has no record of it" if status.status.value == "NOT_FOUND" else "ended it"
+            gone = status.status == ProviderStatus.NOT_FOUND
+            what = "has no record of it" if gone else "ended it"
             target = RunState.CRASHED
             message = f"the runtime missed {beats} heartbeats and the provider {what}{code}{detail}"
         else:
@@ -197,10 +195,12 @@ class Reconciler:
         )
         report.cleaned_up += 1
 
-    def _settle(self, run_id: object, target: RunState, message: str, report: PassReport) -> None:
+    def _settle(
+        self, run_id: uuid.UUID, target: RunState, message: str, report: PassReport
+    ) -> None:
         # IllegalTransition: the runtime's own final report won the race, which is fine.
         with contextlib.suppress(IllegalTransition):
-            self.store.set_run_state(run_id, target, message=message)  # type: ignore[arg-type]
+            self.store.set_run_state(run_id, target, message=message)
             if target == RunState.CRASHED:
                 report.crashed += 1
             else:

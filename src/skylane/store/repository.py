@@ -661,19 +661,13 @@ class Store:
             s.flush()
         return claims
 
-    @staticmethod
-    def _due_runs_query(now: datetime, full_pools: set, full_deployments: set) -> sa.Select:
+    @classmethod
+    def _due_runs_query(cls, now: datetime, full_pools: set, full_deployments: set) -> sa.Select:
         query = (
-            sa.select(RunRow)
-            .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
-            .join(PoolRow, PoolRow.id == RunRow.pool_id)
+            cls._dispatchable(sa.select(RunRow))
             .where(
-                RunRow.state == RunState.SCHEDULED.value,
                 RunRow.scheduled_time <= now,
                 sa.or_(RunRow.not_before.is_(None), RunRow.not_before <= now),
-                PoolRow.type.like("%:push"),
-                PoolRow.paused.is_(False),
-                DeploymentRow.paused.is_(False),
             )
             .order_by(RunRow.scheduled_time, RunRow.id)
             .with_for_update(of=RunRow, skip_locked=True)
@@ -855,26 +849,27 @@ class Store:
 
     def next_due_time(self, *, after: datetime) -> datetime | None:
         """When the earliest SCHEDULED run of an active push pool becomes due after `after`,
-        or None: how long a dispatcher with nothing to do may sleep."""
-        due = sa.func.coalesce(RunRow.not_before, RunRow.scheduled_time)
+        or None: how long a dispatcher with nothing to do may sleep. A run is due at its
+        `not_before` when set (a retry, always after its scheduled time), else at its
+        scheduled time; each of the two is read through its index, earliest first."""
         with self._session() as s:
-            value = s.scalar(
-                sa.select(sa.func.min(due))
-                .join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
-                .join(PoolRow, PoolRow.id == RunRow.pool_id)
-                .where(
-                    RunRow.state == RunState.SCHEDULED.value,
-                    due > after,
-                    PoolRow.type.like("%:push"),
-                    PoolRow.paused.is_(False),
-                    DeploymentRow.paused.is_(False),
-                )
+            candidates = [s.scalar(query, {"after": after}) for query in _NEXT_DUE_QUERIES]
+        found = [value for value in candidates if value is not None]
+        return min(found) if found else None
+
+    @staticmethod
+    def _dispatchable(query: sa.Select) -> sa.Select:
+        """`query` limited to SCHEDULED runs of unpaused deployments in unpaused push pools."""
+        return (
+            query.join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
+            .join(PoolRow, PoolRow.id == RunRow.pool_id)
+            .where(
+                RunRow.state == RunState.SCHEDULED.value,
+                PoolRow.type.like("%:push"),
+                PoolRow.paused.is_(False),
+                DeploymentRow.paused.is_(False),
             )
-        if isinstance(value, str):  # SQLite returns min() of a coalesce as text
-            value = datetime.fromisoformat(value)
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value
+        )
 
     def watched_submissions(self, *, stale_before: datetime | None = None) -> list[Submission]:
         """Submitted attempts not cleaned up yet, with their run and pool, oldest first.
@@ -1167,3 +1162,21 @@ class Store:
                 ):
                     return True
             return False
+
+
+def _next_due_query(column: Any, *extra: Any) -> sa.Select:
+    after = sa.bindparam("after", type_=column.type)
+    return (
+        Store._dispatchable(sa.select(column))
+        .where(column > after, *extra)
+        .order_by(column)
+        .limit(1)
+    )
+
+
+# Built once: an idle dispatcher asks on every pass, and building the statement cost more
+# than running it.
+_NEXT_DUE_QUERIES = (
+    _next_due_query(RunRow.scheduled_time, RunRow.not_before.is_(None)),
+    _next_due_query(RunRow.not_before),
+)

@@ -98,6 +98,7 @@ class RunRow(Base):
         sa.Index("ix_runs_state_scheduled_time", "state", "scheduled_time"),
         sa.Index("ix_runs_pool_state", "pool_id", "state"),
         sa.Index("ix_runs_deployment_state", "deployment_id", "state"),
+        sa.Index("ix_runs_not_before", "not_before"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)

@@ -35,9 +35,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("tries", sa.Integer(), nullable=False, server_default="0"))
         batch.create_index("ix_run_attempts_cleaned_up_at", ["cleaned_up_at"])
         batch.create_index("ix_run_attempts_lease_expires_at", ["lease_expires_at"])
+    # The next retry time, read by every idle dispatcher pass.
+    op.create_index("ix_runs_not_before", "runs", ["not_before"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_runs_not_before", table_name="runs")
     with op.batch_alter_table("run_attempts") as batch:
         batch.drop_index("ix_run_attempts_lease_expires_at")
         batch.drop_index("ix_run_attempts_cleaned_up_at")
