@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from skylane.errors import IllegalTransition
+from skylane.schedules import CatchUp
 
 
 class RunState(enum.StrEnum):
@@ -124,6 +125,30 @@ class Deployment(_Model):
         return f"{self.flow_name}/{self.name}"
 
 
+class Schedule(_Model):
+    """When a deployment runs by itself. Exactly one of `cron`, `interval_seconds` and `rrule`
+    is set; see `skylane.schedules` for what each means across daylight-saving changes."""
+
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    cron: str | None = None
+    interval_seconds: int | None = None
+    rrule: str | None = None
+    timezone: str = "UTC"
+    anchor: datetime | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    active: bool = True
+    catchup: CatchUp = CatchUp.LATEST
+    created_at: datetime
+    updated_at: datetime
+    # The next times the schedule fires (filled in by the API; empty when paused).
+    next_times: list[datetime] = Field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "cron" if self.cron else "interval" if self.interval_seconds else "rrule"
+
+
 class StateChange(_Model):
     """One entry of a run's state history."""
 
@@ -162,6 +187,7 @@ class Run(_Model):
     parameters: dict[str, Any] = Field(default_factory=dict)
     job_variables: dict[str, Any] = Field(default_factory=dict)
     scheduled_time: datetime
+    schedule_id: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime
     started_at: datetime | None = None
@@ -169,6 +195,16 @@ class Run(_Model):
     last_heartbeat_at: datetime | None = None
     history: list[StateChange] = Field(default_factory=list)
     attempts: list[RunAttempt] = Field(default_factory=list)
+
+    def late_by(self, now: datetime) -> float | None:
+        """Seconds past its scheduled time, if the run is still waiting to be submitted; else
+        None. Callers decide from how many seconds it counts as late."""
+        if self.state not in (RunState.SCHEDULED, RunState.PENDING):
+            return None
+        if any(a.submitted_at is not None for a in self.attempts):
+            return None
+        overdue = (now - self.scheduled_time).total_seconds()
+        return overdue if overdue > 0 else None
 
 
 class StateResult(_Model):

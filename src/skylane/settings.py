@@ -87,6 +87,21 @@ class Settings(BaseSettings):
     start_timeout_seconds: float = Field(default=900.0, gt=0)
     # After this many heartbeat intervals without a beat the provider is asked about a run.
     missed_heartbeats: int = Field(default=3, ge=1)
+    # Scheduler: how often it looks for schedules whose upcoming runs need creating.
+    scheduler_interval_seconds: float = Field(default=10.0, gt=0)
+    # Each active schedule has its runs created this far ahead...
+    schedule_lookahead_seconds: float = Field(default=3600.0, gt=0)
+    # ...and at least this many upcoming runs (a daily schedule: the next 3 days)...
+    schedule_min_runs: int = Field(default=3, ge=1, le=1000)
+    # ...but at most this many at once (an every-second schedule: the next 100 s).
+    schedule_max_runs: int = Field(default=100, ge=1, le=10_000)
+    # A scheduled time more than this far in the past that never reached the dispatcher (the
+    # control plane was down, the pool or deployment paused, a concurrency limit full) is
+    # missed, and the schedule's catch-up policy (latest, all, none) decides what runs.
+    schedule_grace_seconds: float = Field(default=300.0, gt=0)
+    # `run ls` and `deployment inspect` show a run as late once it is this overdue and still
+    # not submitted.
+    late_after_seconds: float = Field(default=10.0, ge=0)
     # A run whose provider says it ended but which reported no final state is marked CRASHED
     # after this long (the runtime may still be flushing its last calls).
     crash_grace_seconds: float = 5.0
@@ -103,6 +118,8 @@ class Settings(BaseSettings):
                 "claim_lease_seconds must be longer than submit_deadline_seconds, or a claim "
                 "could expire while its dispatcher is still submitting it"
             )
+        if self.schedule_max_runs < self.schedule_min_runs:
+            raise ValueError("schedule_max_runs must be at least schedule_min_runs")
         return self
 
     @classmethod

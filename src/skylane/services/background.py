@@ -1,9 +1,10 @@
 """The control plane's background services, started by `skylane server start --services`.
 
-`api` is the HTTP server itself; the others are threads in the same process: `dispatcher`
-(claims and submits due runs) and `reconciler` (watches submitted runs). Each may run in any
-number of processes against one PostgreSQL: dispatchers share the work through row locks, and
-one reconciler at a time holds the work through a lease while the others stand by.
+`api` is the HTTP server itself; the others are threads in the same process: `scheduler`
+(creates the runs of schedules ahead of time), `dispatcher` (claims and submits due runs) and
+`reconciler` (watches submitted runs). Each may run in any number of processes against one
+PostgreSQL: schedulers and dispatchers share the work through row locks and unique keys, and one
+reconciler at a time holds the work through a lease while the others stand by.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from skylane.errors import InvalidInput
 from skylane.settings import Settings
 from skylane.store.repository import Store
 
-SERVICES = ("api", "dispatcher", "reconciler")
-DEFAULT_SERVICES = "api,dispatcher,reconciler"
+SERVICES = ("api", "scheduler", "dispatcher", "reconciler")
+DEFAULT_SERVICES = "api,scheduler,dispatcher,reconciler"
 
 
 class Service(Protocol):
@@ -39,6 +40,7 @@ def start_services(names: list[str], store: Store, settings: Settings) -> list[S
     `stop_services`."""
     from skylane.services.dispatcher import Dispatcher, shared_pool_adapters
     from skylane.services.reconciler import Reconciler
+    from skylane.services.scheduler import Scheduler
 
     # One adapter per pool for both services: one AWS session, one account look-up.
     adapters = shared_pool_adapters(store, settings)
@@ -49,6 +51,9 @@ def start_services(names: list[str], store: Store, settings: Settings) -> list[S
             started[-1].start()
         if "dispatcher" in names:
             started.append(Dispatcher(store, settings, adapters=adapters))
+            started[-1].start()
+        if "scheduler" in names:
+            started.append(Scheduler(store, settings))
             started[-1].start()
     except BaseException:
         stop_services(started)

@@ -140,6 +140,7 @@ def _run(row: RunRow, *, history: bool = True) -> Run:
         parameters=row.parameters,
         job_variables=row.job_variables,
         scheduled_time=row.scheduled_time,
+        schedule_id=row.schedule_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
         started_at=row.started_at,
@@ -164,10 +165,12 @@ def _api_key(row: ApiKeyRow) -> ApiKeyInfo:
 class Store:
     def __init__(self, engine: sa.Engine) -> None:
         from skylane.store.rate_limits import RateLimitStore
+        from skylane.store.schedules import ScheduleStore
 
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.rate_limits = RateLimitStore(engine)
+        self.schedules = ScheduleStore(self)
         self._dispatch_listeners: list[Callable[[], None]] = []
         self._listeners_lock = threading.Lock()
 
@@ -339,7 +342,9 @@ class Store:
         description: str | None = None,
         concurrency_limit: int | None = None,
         paused: bool = False,
+        schedules: list[dict[str, Any]] | None = None,
     ) -> Deployment:
+        """A new deployment and its `schedules` (fields of `ScheduleStore.add`), together."""
         full = f"{flow_name}/{name}"
         try:
             with self._session() as s:
@@ -367,6 +372,9 @@ class Store:
                     paused=paused,
                 )
                 s.add(row)
+                s.flush()
+                for fields in schedules or []:
+                    self.schedules.add(s, row.id, fields)
                 s.flush()
                 return _deployment(row)
         except IntegrityError as exc:
@@ -426,6 +434,9 @@ class Store:
                     )
                 else:
                     setattr(row, key, value)
+            if "parameters" in changes:
+                # Scheduled runs copy the deployment's parameters: recreate those to come.
+                self.schedules.restart_for_deployment(s, row.id)
             row.updated_at = utcnow()
             self._dispatch_changed(s)
             s.flush()
@@ -434,6 +445,9 @@ class Store:
     def delete_deployment(self, deployment_id: uuid.UUID) -> None:
         with self._session() as s:
             row = self._deployment_row(s, deployment_id)
+            # Runs its schedules created that no dispatcher claimed go with it (undone with
+            # the rest if the deletion is refused below).
+            self.schedules.delete_unclaimed_runs(s, deployment_id=row.id)
             active = self._unfinished_runs(s, RunRow.deployment_id == row.id)
             if active:
                 raise Conflict(
@@ -502,9 +516,13 @@ class Store:
         until: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> list[Run]:
+        """Runs by scheduled time, newest first (or oldest first: upcoming runs, soonest
+        first)."""
         with self._session() as s:
-            query = sa.select(RunRow).order_by(RunRow.scheduled_time.desc(), RunRow.id)
+            order = RunRow.scheduled_time.asc() if oldest_first else RunRow.scheduled_time.desc()
+            query = sa.select(RunRow).order_by(order, RunRow.id)
             if pool_name is not None:
                 # By name, so finished runs of a deleted pool can still be listed; a name that
                 # matches nothing at all is most likely a typo, so say so.

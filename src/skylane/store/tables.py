@@ -92,6 +92,35 @@ class DeploymentRow(Base):
     pool: Mapped[PoolRow] = relationship(lazy="joined")
 
 
+class ScheduleRow(Base):
+    """When a deployment runs by itself: a cron expression, an interval or an RRULE, in a time
+    zone. The scheduler creates its runs ahead of time; `materialized_through` is how far it got
+    (every occurrence up to then has a run or was skipped by the catch-up policy), and
+    `next_fill_at` is when it must look again."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
+    deployment_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    cron: Mapped[str | None] = mapped_column(sa.String(200))
+    interval_seconds: Mapped[int | None] = mapped_column(sa.BigInteger)
+    rrule: Mapped[str | None] = mapped_column(sa.Text)
+    timezone: Mapped[str] = mapped_column(sa.String(64), default="UTC")
+    anchor: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    catchup: Mapped[str] = mapped_column(sa.String(16), default="latest")
+    # Bumped by every change: a scheduler pass that computed runs from an older version
+    # writes nothing.
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    materialized_through: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_fill_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
@@ -99,6 +128,10 @@ class RunRow(Base):
         sa.Index("ix_runs_pool_state", "pool_id", "state"),
         sa.Index("ix_runs_deployment_state", "deployment_id", "state"),
         sa.Index("ix_runs_not_before", "not_before"),
+        # One run per schedule and time, whichever scheduler replica gets there first; a
+        # schedule belongs to one deployment, so this is one run per deployment, schedule and
+        # time. Manual runs (schedule_id NULL) never collide: NULLs are distinct.
+        sa.UniqueConstraint("schedule_id", "scheduled_time", name="uq_runs_schedule_time"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(sa.Uuid, primary_key=True, default=uuid.uuid4)
@@ -117,6 +150,11 @@ class RunRow(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     job_variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     scheduled_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The schedule that created the run; NULL for runs asked for by hand, and once the
+    # schedule is deleted (its past runs stay).
+    schedule_id: Mapped[uuid.UUID | None] = mapped_column(
+        sa.ForeignKey("schedules.id", ondelete="SET NULL")
+    )
     # Earliest time the dispatcher may claim the run again after a retryable submit failure.
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

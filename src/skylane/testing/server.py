@@ -110,7 +110,7 @@ def running_server(
     *,
     workdir: Path,
     home: Path,
-    services: str = "api,dispatcher,reconciler",
+    services: str = "api,scheduler,dispatcher,reconciler",
     settings: Mapping[str, str] | None = None,
     startup_timeout: float = 60,
 ) -> Iterator[ServerProcess]:
