@@ -32,6 +32,7 @@ from skylane.models import (
     Run,
     RunExecution,
     RunState,
+    Schedule,
     StateResult,
 )
 
@@ -175,6 +176,30 @@ class SkylaneClient:
             self._request("POST", f"/api/deployments/{deployment_id}/runs", json=body)
         )
 
+    # --- schedules ----------------------------------------------------------------------------
+
+    def list_schedules(self, deployment_id: uuid.UUID) -> list[Schedule]:
+        return [
+            Schedule.model_validate(s)
+            for s in self._request("GET", f"/api/deployments/{deployment_id}/schedules")
+        ]
+
+    def create_schedule(self, deployment_id: uuid.UUID, **body: Any) -> Schedule:
+        return Schedule.model_validate(
+            self._request("POST", f"/api/deployments/{deployment_id}/schedules", json=body)
+        )
+
+    def get_schedule(self, schedule_id: uuid.UUID | str) -> Schedule:
+        return Schedule.model_validate(self._request("GET", f"/api/schedules/{schedule_id}"))
+
+    def update_schedule(self, schedule_id: uuid.UUID | str, **changes: Any) -> Schedule:
+        return Schedule.model_validate(
+            self._request("PATCH", f"/api/schedules/{schedule_id}", json=changes)
+        )
+
+    def delete_schedule(self, schedule_id: uuid.UUID | str) -> None:
+        self._request("DELETE", f"/api/schedules/{schedule_id}")
+
     # --- runs ---------------------------------------------------------------------------------
 
     def list_runs(
@@ -183,10 +208,19 @@ class SkylaneClient:
         pool: str | None = None,
         deployment: uuid.UUID | None = None,
         states: list[RunState] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = 100,
         offset: int = 0,
+        oldest_first: bool = False,
     ) -> list[Run]:
         params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if since is not None:
+            params["since"] = since.isoformat()
+        if until is not None:
+            params["until"] = until.isoformat()
+        if oldest_first:
+            params["order"] = "oldest"
         if pool:
             params["pool"] = pool
         if deployment:

@@ -26,6 +26,7 @@ PATH_VALUES = {
     "flow_name": "etl",
     "deployment_id": U,
     "run_id": U,
+    "schedule_id": U,
     "key_id": "abc",
 }
 # Every route under /api, as FastAPI declares it (test_route_list_is_complete keeps it so).
@@ -44,6 +45,11 @@ API_ROUTES = [
     ("DELETE", "/api/deployments/{deployment_id}"),
     ("POST", "/api/deployments/{deployment_id}/runs"),
     ("POST", "/api/deployments/{deployment_id}/render"),
+    ("GET", "/api/deployments/{deployment_id}/schedules"),
+    ("POST", "/api/deployments/{deployment_id}/schedules"),
+    ("GET", "/api/schedules/{schedule_id}"),
+    ("PATCH", "/api/schedules/{schedule_id}"),
+    ("DELETE", "/api/schedules/{schedule_id}"),
     ("GET", "/api/runs"),
     ("GET", "/api/runs/{run_id}"),
     ("GET", "/api/runs/{run_id}/execution"),

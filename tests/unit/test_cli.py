@@ -250,9 +250,9 @@ def test_server_init_hides_the_database_password(runner: CliRunner) -> None:
 
 
 def test_server_start_rejects_unknown_services(runner: CliRunner) -> None:
-    result = invoke(runner, "server", "start", "--services", "api,scheduler")
+    result = invoke(runner, "server", "start", "--services", "api,webhooks")
     assert result.exit_code == 1
-    assert "error: --services: unknown service scheduler" in result.stderr
+    assert "error: --services: unknown service webhooks" in result.stderr
 
 
 def test_unexpected_errors_are_short_unless_debugging(

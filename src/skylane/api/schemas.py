@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from skylane.models import ApiScope, RunState
+from skylane.schedules import CatchUp
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
 
@@ -49,6 +50,41 @@ class PoolUpdate(_Body):
     _no_null = field_validator("paused", "settings")(_not_null)
 
 
+class ScheduleCreate(_Body):
+    """Exactly one of `cron`, `interval_seconds` and `rrule`."""
+
+    cron: str | None = Field(default=None, description="5-field cron expression, e.g. 30 2 * * *")
+    interval_seconds: int | None = Field(default=None, description="Every N seconds.")
+    rrule: str | None = Field(default=None, description="RFC 5545 rule, e.g. FREQ=WEEKLY;BYDAY=MO")
+    timezone: str = Field(default="UTC", description="IANA time zone, e.g. Europe/Berlin.")
+    anchor: AwareDatetime | None = Field(
+        default=None, description="Interval start / RRULE DTSTART (default: see the docs)."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the deployment's parameters."
+    )
+    active: bool = True
+    catchup: CatchUp = Field(
+        default=CatchUp.LATEST, description="What runs of times missed during downtime."
+    )
+
+
+class ScheduleUpdate(_Body):
+    """Fields left out are kept. Giving one of `cron`, `interval_seconds`, `rrule` replaces the
+    schedule's expression (the other two are cleared)."""
+
+    cron: str | None = None
+    interval_seconds: int | None = None
+    rrule: str | None = None
+    timezone: str | None = None
+    anchor: AwareDatetime | None = None
+    parameters: dict[str, Any] | None = None
+    active: bool | None = None
+    catchup: CatchUp | None = None
+
+    _no_null = field_validator("timezone", "parameters", "active", "catchup")(_not_null)
+
+
 class DeploymentCreate(_Body):
     flow_name: str = Field(pattern=NAME_PATTERN)
     name: str = Field(pattern=NAME_PATTERN)
@@ -64,6 +100,7 @@ class DeploymentCreate(_Body):
     description: str | None = None
     concurrency_limit: int | None = Field(default=None, ge=0)
     paused: bool = False
+    schedules: list[ScheduleCreate] = Field(default_factory=list)
 
 
 class DeploymentUpdate(_Body):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,10 +13,10 @@ import typer
 from skylane.client import SkylaneClient
 from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
 from skylane.errors import NotFound
-from skylane.models import Deployment
+from skylane.models import Deployment, Run, RunState, Schedule
 from skylane.pool_types import parse_pool_type
 
-from . import output
+from . import output, schedule
 from .common import (
     JobVariableOption,
     Output,
@@ -25,11 +26,14 @@ from .common import (
     confirm,
     exit_for,
     follow_run,
+    load_settings,
     make_client,
     parse_assignments,
 )
+from .schedule import CronOption, IntervalOption, RRuleOption, TimezoneOption
 
 app = typer.Typer(help="Deployments: an entrypoint on a pool, ready to run.", no_args_is_help=True)
+app.add_typer(schedule.app, name="schedule")
 
 FullName = Annotated[str, typer.Argument(metavar="FLOW/NAME", help="The deployment.")]
 
@@ -47,6 +51,10 @@ def create(
     tag: Annotated[list[str] | None, typer.Option(help="A tag; repeat for more.")] = None,
     description: Annotated[str | None, typer.Option()] = None,
     concurrency_limit: Annotated[int | None, typer.Option(min=0)] = None,
+    cron: CronOption = None,
+    interval: IntervalOption = None,
+    rrule: RRuleOption = None,
+    timezone: TimezoneOption = None,
     base_dir: Annotated[
         Path | None,
         typer.Option(
@@ -56,9 +64,11 @@ def create(
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Create a deployment; the entrypoint is loaded here first to check it and to record its
-    parameters' schema."""
+    parameters' schema. With --cron, --interval or --rrule it runs on that schedule (add more
+    with `skylane deployment schedule add`)."""
     parameters = parse_assignments(param, "--param")
     job_variables = parse_assignments(job_variable, "--job-variable")
+    schedule_body = schedule.schedule_body(cron, interval, rrule, timezone)
     # The user's module may print while it loads: keep stdout for our own output.
     with contextlib.redirect_stdout(sys.stderr):
         fn = load_entrypoint(entrypoint, base_dir)
@@ -78,11 +88,15 @@ def create(
             tags=tag or [],
             description=description,
             concurrency_limit=concurrency_limit,
+            schedules=[schedule_body] if schedule_body else [],
         )
+        schedules = client.list_schedules(deployment.id) if schedule_body else []
     if output_format is Output.JSON:
         output.print_json(deployment)
         return
     typer.echo(f"deployment {deployment.full_name} created on pool {deployment.pool_name}")
+    if schedules:
+        output.show(schedule.schedules_table(schedules))
     typer.echo(f"start a run with: skylane deployment run {deployment.full_name}")
 
 
@@ -120,7 +134,27 @@ def list_deployments(
     output.show(output.table(["name", "pool", "entrypoint", "image", "tags", "paused"], rows))
 
 
-def _show_deployment(deployment: Deployment) -> None:
+def _late_runs_table(runs: list[Run], late_after: float) -> Any:
+    now = datetime.now(UTC)
+    rows = [
+        (run.id, output.state_text(run.state), run.scheduled_time, output.late_text(late))
+        for run in runs
+        if (late := run.late_by(now)) is not None and late >= late_after
+    ]
+    if not rows:
+        return None
+    return output.table(["late run", "state", "scheduled", "late by"], rows, wide=["late run"])
+
+
+def _show_deployment(
+    deployment: Deployment, schedules: list[Schedule], waiting: list[Run], late_after: float
+) -> None:
+    extras: list[Any] = []
+    if schedules:
+        extras += ["", schedule.schedules_table(schedules, next_count=5)]
+    late = _late_runs_table(waiting, late_after)
+    if late is not None:
+        extras += ["", late]
     output.show(
         output.fields(
             [
@@ -141,18 +175,28 @@ def _show_deployment(deployment: Deployment) -> None:
         ),
         "",
         output.schema_table(deployment.parameter_schema, title="parameters"),
+        *extras,
     )
 
 
 @app.command()
 def inspect(full_name: FullName, output_format: OutputOption = Output.TABLE) -> None:
-    """Show a deployment and its parameters."""
-    with make_client() as client:
+    """Show a deployment, its parameters, its schedules with their next run times, and its
+    late runs (overdue and not submitted yet)."""
+    settings = load_settings()
+    with make_client(settings) as client:
         deployment = client.get_deployment_by_name(full_name)
+        schedules = client.list_schedules(deployment.id)
+        waiting = client.list_runs(
+            deployment=deployment.id,
+            states=[RunState.SCHEDULED, RunState.PENDING],
+            until=datetime.now(UTC),
+            limit=1000,
+        )
     if output_format is Output.JSON:
-        output.print_json(deployment)
+        output.print_json({**output.dump(deployment), "schedules": output.dump(schedules)})
     else:
-        _show_deployment(deployment)
+        _show_deployment(deployment, schedules, waiting, settings.late_after_seconds)
 
 
 @app.command()

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import typer
@@ -151,6 +151,21 @@ def format_duration(start: datetime | None, end: datetime | None) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def late_text(seconds: float) -> Text:
+    now = datetime.now(UTC)
+    return Text(format_duration(now - timedelta(seconds=seconds), now), style="yellow")
+
+
+def run_state_text(run: Any, late_after: float) -> Text:
+    """The run's state, with "late 2m05s" when it is overdue and still not submitted."""
+    text = state_text(run.state)
+    late = run.late_by(datetime.now(UTC))
+    if late is not None and late >= late_after:
+        text.append(" late ", style="yellow")
+        text.append_text(late_text(late))
+    return text
 
 
 def schema_type(schema: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -10,7 +11,7 @@ import typer
 from skylane.models import Run, RunState
 
 from . import output
-from .common import Output, OutputOption, exit_for, follow_run, make_client
+from .common import Output, OutputOption, exit_for, follow_run, load_settings, make_client
 
 app = typer.Typer(help="Runs: one execution of a deployment each.", no_args_is_help=True)
 
@@ -37,12 +38,25 @@ def list_runs(
         typer.Option(case_sensitive=False, help="Only runs in this state; repeat for more."),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many runs.")] = 50,
+    upcoming: Annotated[
+        bool,
+        typer.Option(
+            "--upcoming",
+            help="Runs scheduled for later (schedules create them ahead), soonest first.",
+        ),
+    ] = False,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
-    """List runs, newest first."""
-    with make_client() as client:
+    """List runs due by now, newest first (runs overdue and not submitted yet are shown as
+    late); with --upcoming, the runs still to come."""
+    settings = load_settings()
+    now = datetime.now(UTC)
+    window = {"since": now, "oldest_first": True} if upcoming else {"until": now}
+    with make_client(settings) as client:
         deployment_id = client.get_deployment_by_name(deployment).id if deployment else None
-        runs = client.list_runs(pool=pool, deployment=deployment_id, states=state, limit=limit)
+        runs = client.list_runs(
+            pool=pool, deployment=deployment_id, states=state, limit=limit, **window
+        )
     if output_format is Output.JSON:
         output.print_json(runs)
         return
@@ -50,7 +64,7 @@ def list_runs(
         (
             run.id,
             run.deployment_name,
-            output.state_text(run.state),
+            output.run_state_text(run, settings.late_after_seconds),
             run.scheduled_time,
             run.started_at,
             _ended(run),

@@ -140,10 +140,10 @@ def start(
     services: Annotated[
         str,
         typer.Option(
-            help="Comma-separated services to run: api, dispatcher, reconciler. Run any "
-            "subset per process; several dispatchers and reconcilers may share one PostgreSQL."
+            help="Comma-separated services to run: api, scheduler, dispatcher, reconciler. Run "
+            "any subset per process; several of each may share one PostgreSQL."
         ),
-    ] = "api,dispatcher,reconciler",
+    ] = "api,scheduler,dispatcher,reconciler",
     log_level: Annotated[LogLevel, typer.Option(case_sensitive=False)] = LogLevel.INFO,
 ) -> None:
     """Run the control plane (migrates the database first). Stops cleanly on SIGINT/SIGTERM."""

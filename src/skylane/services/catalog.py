@@ -29,6 +29,7 @@ from skylane.models import Deployment, Pool, Run, RunState
 from skylane.pool_types import parse_pool_type
 from skylane.rate_limits import parse_rate_limits
 from skylane.security import is_secret_name
+from skylane.services import schedule_rules
 from skylane.services.adapters import (
     PREVIEW_RUN_ID,
     job_variable_layers,
@@ -205,9 +206,18 @@ def _unsaved_deployment(pool: Pool, fields: dict[str, Any]) -> Deployment:
 def create_deployment(store: Store, settings: Settings, body: DeploymentCreate) -> Deployment:
     parse_entrypoint(body.entrypoint)
     pool = _pool_for(store, body.pool)
-    fields = body.model_dump(exclude={"pool"})
-    _check_deployment(store, settings, pool, _unsaved_deployment(pool, fields))
-    return store.create_deployment(pool_name=pool.name, **fields)
+    fields = body.model_dump(exclude={"pool", "schedules"})
+    unsaved = _unsaved_deployment(pool, fields)
+    _check_deployment(store, settings, pool, unsaved)
+    schedules = [
+        schedule_rules.checked_fields(unsaved, schedule, field_prefix=f"schedules[{i}]")
+        for i, schedule in enumerate(body.schedules)
+    ]
+    deployment = store.create_deployment(pool_name=pool.name, schedules=schedules, **fields)
+    if schedules:
+        created = store.schedules.list(deployment_id=deployment.id)
+        schedule_rules.materialize(store, settings, [s.id for s in created])
+    return deployment
 
 
 def update_deployment(
@@ -222,9 +232,16 @@ def update_deployment(
     _check_deployment(
         store, settings, pool, current.model_copy(update={**updated, "pool_name": pool.name})
     )
+    if changes.keys() & {"parameters", "parameter_schema"}:
+        schedule_rules.check_deployment_schedules(store, current.model_copy(update=updated))
     if "pool" in changes:
         changes["pool_name"] = changes.pop("pool")
-    return store.update_deployment(deployment_id, changes)
+    deployment = store.update_deployment(deployment_id, changes)
+    if "parameters" in changes:
+        # The store recreated the schedules' runs to come (they copy the parameters).
+        restarted = store.schedules.list(deployment_id=deployment.id)
+        schedule_rules.materialize(store, settings, [s.id for s in restarted if s.active])
+    return deployment
 
 
 # --- runs ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
@@ -43,8 +43,11 @@ def list_runs(
     until: AwareDatetime | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
     offset: int = Query(default=0, ge=0),
+    order: Literal["newest", "oldest"] = "newest",
     store: Store = Depends(get_store),
 ) -> list[Run]:
+    """Runs by scheduled time (`since` inclusive, `until` exclusive), newest first; `order=
+    oldest` lists upcoming runs soonest first."""
     return store.list_runs(
         pool_name=pool,
         deployment_id=deployment,
@@ -53,6 +56,7 @@ def list_runs(
         until=until,
         limit=limit,
         offset=offset,
+        oldest_first=order == "oldest",
     )
 
 
