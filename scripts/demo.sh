@@ -56,6 +56,25 @@ step "skylane deployment run hello/demo --param count=3 --watch"
 step "skylane run ls"
 "$BIN/skylane" run ls
 
+step "skylane deployment schedule add hello/demo --interval 5 --param name=scheduled   (a run every 5 s)"
+"$BIN/skylane" deployment schedule add hello/demo --interval 5 --param name=scheduled
+SCHEDULED_DONE=""
+for _ in $(seq 1 150); do
+    SCHEDULED_DONE="$("$BIN/skylane" run ls --deployment hello/demo --state COMPLETED --output json | "$BIN/python" -c 'import json, sys; print(next((r["id"] for r in json.load(sys.stdin) if r["schedule_id"]), ""))')"
+    [ -n "$SCHEDULED_DONE" ] && break
+    sleep 0.2
+done
+[ -n "$SCHEDULED_DONE" ] || { echo "no scheduled run completed"; "$BIN/skylane" run ls; exit 1; }
+echo "scheduled run $SCHEDULED_DONE COMPLETED"
+"$BIN/skylane" run logs "$SCHEDULED_DONE" | tail -n 2
+
+step "skylane deployment inspect hello/demo   (its schedule and next run times)"
+"$BIN/skylane" deployment inspect hello/demo
+
+step "skylane deployment schedule pause hello/demo   (its runs still to come are removed)"
+"$BIN/skylane" deployment schedule pause hello/demo
+"$BIN/skylane" run ls --deployment hello/demo --upcoming
+
 step "moto_server on $MOTO_URL: a local AWS, with an ECS cluster named 'flows'"
 "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
@@ -116,4 +135,4 @@ done
 echo "run $RUN_ID $STATE"
 [ "$STATE" = "CANCELLED" ]
 
-step "done: a local run COMPLETED and a run was pushed to ECS (moto); stopping"
+step "done: a local run and a scheduled run COMPLETED, and a run was pushed to ECS (moto); stopping"

@@ -28,6 +28,7 @@ import abc
 import difflib
 import enum
 import heapq
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,11 +44,15 @@ from dateutil.rrule import rrule, rruleset, rrulestr
 from skylane.errors import InvalidInput
 
 MIN_INTERVAL_SECONDS = 1
+MAX_INTERVAL_SECONDS = 100 * 365 * 86400
 # The anchor of an interval schedule that names none: midnight at the start of 2020, read as
 # local time in the schedule's time zone (so "every 86400 s" fires at local midnight).
 DEFAULT_INTERVAL_ANCHOR = datetime(2020, 1, 1)
 
 _DAY_SECONDS = 86400
+# Anchors well inside what datetime can hold in every zone.
+_MIN_ANCHOR = datetime(1900, 1, 1, tzinfo=UTC)
+_MAX_ANCHOR = datetime(9000, 1, 1, tzinfo=UTC)
 # Wider than the largest difference between two UTC offsets of one zone (about 26 h), so any
 # wall-clock time more than this before t's wall-clock time is certainly before t.
 _WALL_SLACK = timedelta(days=2)
@@ -191,6 +196,9 @@ class Timetable(abc.ABC):
     """
 
     kind: ClassVar[str]
+    # Fires forever (cron, interval): callers need not look one time further to know there is
+    # a next one. An RRULE may end (COUNT, UNTIL).
+    endless: ClassVar[bool] = False
     spec: ScheduleSpec
     zone: ZoneInfo  # the zone whose wall clock the schedule follows
 
@@ -258,10 +266,15 @@ class CronTimetable(Timetable):
       times on a spring-forward day.
 
     Occurrences have whole seconds (microsecond 0). cronsim gives up looking after 50 years
-    without a match (e.g. `0 0 29 2 1` far in the future); the schedule then simply ends.
+    without a match; the schedule then simply ends.
+
+    Known cronsim limit: where clocks fall back by half an hour (Australia/Lord_Howe), the
+    every-instant mode can skip slots in the half hour after the change when iterating through
+    it, while a query starting inside that half hour finds them.
     """
 
     kind = "cron"
+    endless = True
 
     def __init__(self, spec: ScheduleSpec, zone: ZoneInfo, expression: str) -> None:
         self.spec = spec
@@ -332,6 +345,7 @@ class IntervalTimetable(Timetable):
     """
 
     kind = "interval"
+    endless = True
 
     def __init__(self, spec: ScheduleSpec, zone: ZoneInfo, anchor: datetime) -> None:
         assert spec.interval_seconds is not None
@@ -547,6 +561,12 @@ def parse_schedule(spec: ScheduleSpec, *, field_prefix: str = "") -> Timetable:
                 "anchor must be a timezone-aware date and time, e.g. 2026-01-05T09:00:00+01:00",
                 field=_field(field_prefix, "anchor"),
             )
+        if not _MIN_ANCHOR <= anchor <= _MAX_ANCHOR:
+            raise InvalidInput(
+                f"anchor must be between years {_MIN_ANCHOR.year} and {_MAX_ANCHOR.year}, "
+                f"got {anchor.isoformat()}",
+                field=_field(field_prefix, "anchor"),
+            )
     if spec.cron is not None:
         return CronTimetable(spec, zone, _parse_cron(spec.cron, zone, field_prefix))
     if spec.interval_seconds is not None:
@@ -611,10 +631,15 @@ def _parse_cron(text: str, zone: ZoneInfo, prefix: str) -> str:
 
 
 def _check_interval(value: object, prefix: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < MIN_INTERVAL_SECONDS:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not MIN_INTERVAL_SECONDS <= value <= MAX_INTERVAL_SECONDS
+    ):
         raise InvalidInput(
             f"interval_seconds must be a whole number of seconds, at least "
-            f"{MIN_INTERVAL_SECONDS}; got {value!r}",
+            f"{MIN_INTERVAL_SECONDS} and at most {MAX_INTERVAL_SECONDS} (100 years); "
+            f"got {value!r}",
             field=_field(prefix, "interval_seconds"),
         )
 
@@ -656,6 +681,11 @@ def _parse_ical_value(text: str, what: str) -> date | datetime:
             f"20260105T090000 or 20260105T140000Z"
         )
     year, month, day, hour, minute, second, utc = match.groups()
+    if not _MIN_ANCHOR.year <= int(year) <= _MAX_ANCHOR.year:
+        raise _RRuleError(
+            f"{what} {text!r} is out of range: use a year from {_MIN_ANCHOR.year} to "
+            f"{_MAX_ANCHOR.year}"
+        )
     try:
         if hour is None:
             return date(int(year), int(month), int(day))
@@ -746,6 +776,66 @@ class _Rule:
         return self.rule.replace(dtstart=moved)
 
 
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def _check_reachable(freq: str, values: dict[str, str], interval: int, start: datetime) -> None:
+    """Reject rule parts that make a rule fire never (or hardly ever) in ways dateutil cannot
+    see: it would then expand period after period up to year 9999 on every query, which takes
+    seconds for a daily or hourly rule. Parts RFC 5545 does not define for a FREQ go too."""
+    only_for = {
+        "BYSETPOS": ("WEEKLY", "MONTHLY", "YEARLY"),
+        "BYYEARDAY": ("YEARLY",),
+        "BYWEEKNO": ("YEARLY",),
+        "BYMONTHDAY": ("DAILY", "HOURLY", "MONTHLY", "YEARLY"),
+    }
+    for part, freqs in only_for.items():
+        if part in values and freq not in freqs:
+            raise _RRuleError(f"{part} is supported with FREQ={' or '.join(freqs)}, not {freq}")
+    weekdays: set[int] | None = None
+    if "BYDAY" in values:
+        weekdays = set()
+        for item in values["BYDAY"].split(","):
+            letters = item.split("(")[0].lstrip("+-0123456789")
+            if letters != item.strip() and freq not in ("MONTHLY", "YEARLY"):
+                raise _RRuleError(
+                    f"BYDAY={values['BYDAY']}: a numbered weekday (like 1MO or -1FR) is "
+                    f"supported with FREQ=MONTHLY or YEARLY"
+                )
+            if letters in _WEEKDAYS:
+                weekdays.add(_WEEKDAYS.index(letters))
+    try:
+        hours = {int(hour) for hour in values["BYHOUR"].split(",")} if "BYHOUR" in values else None
+        months = (
+            {int(month) for month in values["BYMONTH"].split(",")} if "BYMONTH" in values else None
+        )
+    except ValueError:
+        return  # dateutil has accepted it; nothing to add
+    # Stepping INTERVAL periods from DTSTART reaches only some hours of the week (HOURLY),
+    # weekdays (DAILY) or months (MONTHLY).
+    if freq == "HOURLY" and (hours is not None or weekdays is not None):
+        step = math.gcd(interval, 24 * 7)
+        first = start.weekday() * 24 + start.hour
+        reachable = any(
+            (day * 24 + hour - first) % step == 0
+            for day in (weekdays if weekdays is not None else range(7))
+            for hour in (hours if hours is not None else range(24))
+        )
+    elif freq == "DAILY" and weekdays is not None:
+        step = math.gcd(interval, 7)
+        reachable = any((day - start.weekday()) % step == 0 for day in weekdays)
+    elif freq == "MONTHLY" and months is not None:
+        step = math.gcd(interval, 12)
+        reachable = any((month - start.month) % step == 0 for month in months)
+    else:
+        return
+    if not reachable:
+        raise _RRuleError(
+            f"FREQ={freq};INTERVAL={interval} starting {start:%a %Y-%m-%d %H:%M} never reaches "
+            f"the BYHOUR/BYDAY/BYMONTH it asks for; change INTERVAL or the start"
+        )
+
+
 def _rule_value(value: str, dtstart: datetime, zone: ZoneInfo, name: str) -> _Rule:
     """One RRULE/EXRULE value ("FREQ=WEEKLY;BYDAY=MO") as a dateutil rule over naive wall
     times starting at `dtstart` (naive)."""
@@ -790,12 +880,15 @@ def _rule_value(value: str, dtstart: datetime, zone: ZoneInfo, name: str) -> _Ru
             assert isinstance(until_wall, datetime)
             part_value = until_wall.strftime("%Y%m%dT%H%M%S")
         rendered.append(f"{key}={part_value}")
+    interval = int(values.get("INTERVAL", "1"))
     try:
         rule = rrulestr(";".join(rendered), dtstart=dtstart)
     except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        if "empty set" in str(exc):  # dateutil's own lattice check; say which part is at fault
+            _check_reachable(freqs[0], values, interval, dtstart)
         raise _RRuleError(f"{name} {value!r} is not valid: {exc}") from None
     assert isinstance(rule, rrule)
-    interval = int(values.get("INTERVAL", "1"))
+    _check_reachable(freqs[0], values, interval, dtstart)
     return _Rule(rule, dtstart, freqs[0], interval, "COUNT" in keys)
 
 

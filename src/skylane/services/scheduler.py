@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -28,7 +29,7 @@ from skylane.schedules import CatchUp, ScheduleSpec, Timetable, parse_schedule
 from skylane.services.dispatcher import default_replica_name
 from skylane.settings import Settings
 from skylane.store.repository import Store
-from skylane.store.schedules import Fill, ScheduleWork
+from skylane.store.schedules import Fill, FillResult, ScheduleWork
 
 log = logging.getLogger("skylane.scheduler")
 
@@ -114,6 +115,9 @@ def plan_fill(work: ScheduleWork, timetable: Timetable, now: datetime, policy: F
             new.append(when)
         if when > now:
             ahead.append(when)
+        if timetable.endless and when >= horizon and len(ahead) >= policy.min_runs:
+            more = True  # enough, and there is always a next time: no need to compute it
+            break
     count_limited = bool(new) and len(new) == budget and more
     through = new[-1] if count_limited else max(horizon, cursor, *new[-1:])
     times.extend(new)
@@ -137,6 +141,12 @@ def plan_fill(work: ScheduleWork, timetable: Timetable, now: datetime, policy: F
         next_fill_at=next_fill,
         skipped_from=skipped_from,
     )
+
+
+def _add(report: SchedulerReport, result: FillResult) -> None:
+    report.schedules_filled += result.schedules_filled
+    report.runs_created += result.runs_created
+    report.schedules_stale += result.schedules_stale
 
 
 @dataclass
@@ -196,39 +206,46 @@ class Scheduler:
         self, now: datetime | None = None, *, schedule_ids: list[uuid.UUID] | None = None
     ) -> SchedulerReport:
         """Create the runs due schedules need (only `schedule_ids`, if given: what an API call
-        just changed), then apply catch-up policies to runs that missed their time."""
+        just changed), then apply catch-up policies to runs that missed their time.
+
+        Pages of due schedules are planned here while the previous page is written by one
+        writer thread: the database's time (inserts, index and foreign-key checks) overlaps
+        with the planning's."""
         now = now or utcnow()
         report = SchedulerReport()
         seen: set[uuid.UUID] = set()
         page_after: tuple[datetime, uuid.UUID] | None = None
-        while True:
-            page = self.store.schedules.due(
-                now, limit=FILL_BATCH, schedule_ids=schedule_ids, after=page_after
-            )
-            if not page:
-                break
-            last = page[-1]
-            assert last.next_fill_at is not None  # due() only returns schedules with one
-            page_after = (last.next_fill_at, last.schedule.id)
-            # A schedule seen once per pass: one still catching up continues next pass.
-            work = [w for w in page if w.schedule.id not in seen]
-            seen.update(w.schedule.id for w in work)
-            fills = [fill for w in work if (fill := self._plan(w, now, report)) is not None]
-            result = self.store.schedules.fill(fills)
-            report.schedules_filled += result.schedules_filled
-            report.runs_created += result.runs_created
-            report.schedules_stale += result.schedules_stale
-            for planned in fills:
-                if planned.skipped_from is not None:
-                    log.info(
-                        "schedule %s of %s: times missed since %s skipped (catch-up %s)",
-                        planned.work.schedule.id,
-                        planned.work.deployment_name,
-                        planned.skipped_from.isoformat(),
-                        planned.work.schedule.catchup,
-                    )
-            if len(page) < FILL_BATCH:
-                break
+        with ThreadPoolExecutor(1, thread_name_prefix="skylane-scheduler-writer") as writer:
+            writing: Future[FillResult] | None = None
+            while True:
+                page = self.store.schedules.due(
+                    now, limit=FILL_BATCH, schedule_ids=schedule_ids, after=page_after
+                )
+                if not page:
+                    break
+                last = page[-1]
+                assert last.next_fill_at is not None  # due() only returns schedules with one
+                page_after = (last.next_fill_at, last.schedule.id)
+                # A schedule seen once per pass: one still catching up continues next pass.
+                work = [w for w in page if w.schedule.id not in seen]
+                seen.update(w.schedule.id for w in work)
+                fills = [fill for w in work if (fill := self._plan(w, now, report)) is not None]
+                if writing is not None:
+                    _add(report, writing.result())
+                writing = writer.submit(self.store.schedules.fill, fills)
+                for planned in fills:
+                    if planned.skipped_from is not None:
+                        log.info(
+                            "schedule %s of %s: times missed since %s skipped (catch-up %s)",
+                            planned.work.schedule.id,
+                            planned.work.deployment_name,
+                            planned.skipped_from.isoformat(),
+                            planned.work.schedule.catchup,
+                        )
+                if len(page) < FILL_BATCH:
+                    break
+            if writing is not None:
+                _add(report, writing.result())
         report.missed_runs_skipped = self.store.schedules.skip_missed_runs(
             missed_before=now - self.policy.grace, schedule_ids=schedule_ids
         )

@@ -227,46 +227,46 @@ class ScheduleStore:
         pools, in (next_fill_at, id) order, after the key `after` (to page through a pass). A
         paused deployment or pool gets no new runs; when it is resumed, what it missed is up to
         each schedule's catch-up policy."""
+        table = ScheduleRow.__table__
         query = (
             sa.select(
-                ScheduleRow,
-                DeploymentRow.parameters,
-                DeploymentRow.flow_name,
-                DeploymentRow.name,
-                PoolRow.id,
-                PoolRow.name,
+                table,
+                DeploymentRow.parameters.label("deployment_parameters"),
+                DeploymentRow.flow_name.label("flow_name"),
+                DeploymentRow.name.label("deployment_name"),
+                PoolRow.id.label("pool_id"),
+                PoolRow.name.label("pool_name"),
             )
-            .join(DeploymentRow, DeploymentRow.id == ScheduleRow.deployment_id)
+            .join(DeploymentRow, DeploymentRow.id == table.c.deployment_id)
             .join(PoolRow, PoolRow.id == DeploymentRow.pool_id)
             .where(
-                ScheduleRow.next_fill_at <= now,
-                ScheduleRow.active.is_(True),
+                table.c.next_fill_at <= now,
+                table.c.active.is_(True),
                 DeploymentRow.paused.is_(False),
                 PoolRow.paused.is_(False),
             )
-            .order_by(ScheduleRow.next_fill_at, ScheduleRow.id)
+            .order_by(table.c.next_fill_at, table.c.id)
             .limit(limit)
         )
         if schedule_ids is not None:
-            query = query.where(ScheduleRow.id.in_(schedule_ids))
+            query = query.where(table.c.id.in_(schedule_ids))
         if after is not None:
-            query = query.where(
-                sa.tuple_(ScheduleRow.next_fill_at, ScheduleRow.id) > sa.tuple_(*after)
-            )
+            query = query.where(sa.tuple_(table.c.next_fill_at, table.c.id) > sa.tuple_(*after))
+        # Plain rows, not ORM objects: a pass may read thousands of them.
         with self._store._session() as s:
             return [
                 ScheduleWork(
-                    schedule=_schedule(row),
+                    schedule=Schedule.model_validate(row),
                     version=row.version,
                     materialized_through=row.materialized_through,
                     next_fill_at=row.next_fill_at,
-                    deployment_parameters=parameters,
-                    deployment_name=f"{flow_name}/{name}",
-                    flow_name=flow_name,
-                    pool_id=pool_id,
-                    pool_name=pool_name,
+                    deployment_parameters=row.deployment_parameters,
+                    deployment_name=f"{row.flow_name}/{row.deployment_name}",
+                    flow_name=row.flow_name,
+                    pool_id=row.pool_id,
+                    pool_name=row.pool_name,
                 )
-                for row, parameters, flow_name, name, pool_id, pool_name in s.execute(query)
+                for row in s.execute(query)
             ]
 
     def next_fill_time(self) -> datetime | None:
