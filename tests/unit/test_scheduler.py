@@ -381,3 +381,36 @@ def test_a_scheduled_deployment_can_be_deleted(store: Store, plane_settings: Set
     store.delete_deployment(deployment_id)
     assert store.list_deployments() == []
     assert store.schedules.list() == []
+
+
+def test_missed_runs_wait_for_the_catch_up_decision(store: Store, plane_settings: Settings) -> None:
+    """After an outage a dispatcher may start before the scheduler: the runs created before
+    the outage must not go out before the catch-up policy has decided which of them run."""
+    deployment_id = make_deployment(
+        store, plane_settings, ScheduleCreate(interval_seconds=600, catchup="latest")
+    )
+    back = datetime.now(UTC) + timedelta(hours=5)
+    missed_before = back - timedelta(seconds=plane_settings.schedule_grace_seconds)
+
+    def claim() -> list[datetime]:
+        claims = store.claim_due_runs(
+            claimed_by="d", lease_seconds=60, now=back, missed_before=missed_before
+        )
+        return [c.run.scheduled_time for c in claims]
+
+    assert claim() == []  # six runs are due, all missed, none decided yet
+    Scheduler(store, plane_settings).run_pass(back)
+    # "latest": the six are skipped; the most recent missed time runs, once.
+    claimed = claim()
+    latest_missed = max(t for t in grid_times(back - timedelta(hours=1), missed_before, 600))
+    assert [t for t in claimed if t < missed_before] == [latest_missed]
+    skipped = runs_of(store, deployment_id, states=[RunState.CANCELLED])
+    assert len(skipped) == 6
+    # A manual run is never held back, however late.
+    manual = store.create_run(
+        store.get_deployment(deployment_id),
+        parameters={"name": "x"},
+        job_variables={},
+        scheduled_time=back - timedelta(hours=1),
+    )
+    assert manual.scheduled_time in claim()

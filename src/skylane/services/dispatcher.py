@@ -172,8 +172,12 @@ class Dispatcher:
         wanted = min(self.settings.dispatcher_batch_size, free)
         if free < self._claim_chunk:
             return False  # a finished submission wakes us when a chunk of slots is free
+        grace = timedelta(seconds=self.settings.schedule_grace_seconds)
         claims = self.store.claim_due_runs(
-            claimed_by=self.name, lease_seconds=self.settings.claim_lease_seconds, limit=wanted
+            claimed_by=self.name,
+            lease_seconds=self.settings.claim_lease_seconds,
+            limit=wanted,
+            missed_before=utcnow() - grace,
         )
         for claim in claims:
             self._hand_off(self._submit, claim)

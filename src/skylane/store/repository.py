@@ -38,6 +38,7 @@ from skylane.models import (
 )
 from skylane.security import generate_api_key, generate_run_token, secrets_match
 from skylane.store.tables import (
+    CATCH_UP_CHECKPOINT,
     ApiKeyRow,
     AttemptRow,
     DeploymentRow,
@@ -45,6 +46,7 @@ from skylane.store.tables import (
     PoolRow,
     ProviderResourceRow,
     RunRow,
+    SchedulerCheckpointRow,
     ServiceLeaseRow,
     StateHistoryRow,
 )
@@ -623,13 +625,24 @@ class Store:
     # --- dispatching ------------------------------------------------------------------------
 
     def claim_due_runs(
-        self, *, claimed_by: str, lease_seconds: float, limit: int = 50, now: datetime | None = None
+        self,
+        *,
+        claimed_by: str,
+        lease_seconds: float,
+        limit: int = 50,
+        now: datetime | None = None,
+        missed_before: datetime | None = None,
     ) -> list[Claim]:
         """Move due SCHEDULED runs of unpaused push pools to PENDING with a new attempt.
 
         Concurrency limits of pools and deployments are respected: a run over a limit stays
         SCHEDULED, and a saturated pool never hides other pools' due runs (it is left out of
         the next query). PostgreSQL replicas skip run rows another replica has locked.
+
+        With `missed_before` (now minus the schedule grace), a run a schedule created whose
+        time is before it waits until the scheduler has applied its catch-up policy (the
+        catch-up checkpoint has passed it): after an outage, the runs the policy skips must
+        not be submitted by a dispatcher that happened to start first.
         """
         now = now or utcnow()
         claims: list[Claim] = []
@@ -649,11 +662,10 @@ class Store:
                 wanted = limit - len(claims)
                 if wanted <= 0:
                     break
-                candidates = list(
-                    s.scalars(
-                        self._due_runs_query(now, full_pools, full_deployments).limit(wanted)
-                    ).unique()
-                )
+                query = self._due_runs_query(now, full_pools, full_deployments)
+                if missed_before is not None:
+                    query = query.where(_catch_up_decided(missed_before))
+                candidates = list(s.scalars(query.limit(wanted)).unique())
                 skipped = False
                 for row in candidates:
                     if row.pool_id in full_pools or row.deployment_id in full_deployments:
@@ -1180,6 +1192,21 @@ class Store:
                 ):
                     return True
             return False
+
+
+def _catch_up_decided(missed_before: datetime) -> Any:
+    """Runs a dispatcher may take as far as catch-up policies go: not created by a schedule,
+    not missed, or missed and decided (kept) by the scheduler."""
+    checkpoint = (
+        sa.select(SchedulerCheckpointRow.missed_before)
+        .where(SchedulerCheckpointRow.name == CATCH_UP_CHECKPOINT)
+        .scalar_subquery()
+    )
+    return sa.or_(
+        RunRow.schedule_id.is_(None),
+        RunRow.scheduled_time >= missed_before,
+        RunRow.scheduled_time < checkpoint,
+    )
 
 
 def _next_due_query(column: Any, *extra: Any) -> sa.Select:

@@ -19,16 +19,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from skylane.errors import NotFound
 from skylane.models import RunState, Schedule
 from skylane.store.tables import (
+    CATCH_UP_CHECKPOINT,
     AttemptRow,
     DeploymentRow,
     PoolRow,
     RunRow,
+    SchedulerCheckpointRow,
     ScheduleRow,
     StateHistoryRow,
     utcnow,
@@ -387,7 +389,8 @@ class ScheduleStore:
         is before `missed_before` (the control plane was down, the pool or deployment paused, a
         concurrency limit full): `latest` keeps the most recent one per schedule, `none` keeps
         none, `all` keeps them all. Skipped runs are CANCELLED with a message saying why;
-        they were never submitted, so nothing ran."""
+        they were never submitted, so nothing ran. Then the catch-up checkpoint moves to
+        `missed_before`, releasing the kept runs to the dispatchers (see `claim_due_runs`)."""
         now = utcnow()
         never_claimed = ~sa.exists().where(AttemptRow.run_id == RunRow.id)
         query = (
@@ -416,6 +419,12 @@ class ScheduleStore:
                 # `rows` is ordered by time, so the last is the most recent missed time.
                 for row in runs[:-1] if keep_latest else runs:
                     skipped.append((row.id, _skip_message(row.catchup, row.scheduled_time, now)))
+            if schedule_ids is None and len(rows) < limit:
+                # Every missed run before `missed_before` is decided: dispatchers may take
+                # the ones kept.
+                self._advance_checkpoint(s, missed_before)
+            if rows:
+                self._store._dispatch_changed(s)
             if not skipped:
                 return 0
             table = RunRow.__table__
@@ -447,6 +456,26 @@ class ScheduleStore:
                 ],
             )
             return len(skipped)
+
+    def _advance_checkpoint(self, s: Session, missed_before: datetime) -> None:
+        """Move the checkpoint forward (never back: another replica may be ahead)."""
+        table = SchedulerCheckpointRow.__table__
+        insert = (postgresql if self._store.is_postgres else sqlite).insert(table)
+        insert = insert.values(name=CATCH_UP_CHECKPOINT, missed_before=missed_before)
+        s.execute(
+            insert.on_conflict_do_update(
+                index_elements=["name"],
+                set_={
+                    "missed_before": sa.case(
+                        (
+                            table.c.missed_before < insert.excluded.missed_before,
+                            insert.excluded.missed_before,
+                        ),
+                        else_=table.c.missed_before,
+                    )
+                },
+            )
+        )
 
 
 # PostgreSQL: one statement with one array per column, instead of a multi-row VALUES list with

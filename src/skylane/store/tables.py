@@ -279,3 +279,19 @@ class ServiceLeaseRow(Base):
     name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
     holder: Mapped[str] = mapped_column(sa.String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# The one checkpoint there is so far.
+CATCH_UP_CHECKPOINT = "catch-up"
+
+
+class SchedulerCheckpointRow(Base):
+    """How far the scheduler has applied catch-up policies: every run of a schedule whose time
+    is before `missed_before` and that was never claimed has been kept or skipped. Dispatchers
+    hold back older runs past the grace until this has passed them, so a run the policy skips
+    is never submitted first."""
+
+    __tablename__ = "scheduler_checkpoints"
+
+    name: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    missed_before: Mapped[datetime] = mapped_column(UTCDateTime)

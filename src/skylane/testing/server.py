@@ -139,11 +139,33 @@ def running_server(
     if init.returncode != 0:
         raise RuntimeError(f"skylane server init failed:\n{init.stdout}\n{init.stderr}")
     env["SKYLANE_API_KEY"] = json.loads(init.stdout)["api_key"]
-    log_path = home / "server.log"
+    with _serving(env, workdir, home / "server.log", services, startup_timeout) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def restarted_server(
+    server: ServerProcess, *, log_name: str, startup_timeout: float = 60
+) -> Iterator[ServerProcess]:
+    """`server`'s control plane started again (after it was stopped) on the same database,
+    home, project, key and services, on a new port; its log goes to `log_name` beside the
+    first one. Stopped on exit like `running_server`."""
+    port = free_port()
+    env = {**server.env, "SKYLANE_API_URL": f"http://127.0.0.1:{port}"}
+    log_path = server.log_path.with_name(log_name)
+    with _serving(env, server.workdir, log_path, server.services, startup_timeout) as again:
+        yield again
+
+
+@contextlib.contextmanager
+def _serving(
+    env: dict[str, str], workdir: Path, log_path: Path, services: str, startup_timeout: float
+) -> Iterator[ServerProcess]:
+    port = env["SKYLANE_API_URL"].rsplit(":", 1)[1]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            [*SKYLANE, "server", "start", "--port", str(port), "--services", services],
+            [*SKYLANE, "server", "start", "--port", port, "--services", services],
             env=env,
             cwd=workdir,
             stdout=log_file,
@@ -162,7 +184,7 @@ def running_server(
         _wait_healthy(server, startup_timeout)
         yield server
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _wait_healthy(server: ServerProcess, timeout: float) -> None:
@@ -177,7 +199,8 @@ def _wait_healthy(server: ServerProcess, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 20 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:

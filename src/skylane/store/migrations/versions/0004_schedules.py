@@ -43,6 +43,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_schedules")),
     )
     op.create_index("ix_schedules_deployment_id", "schedules", ["deployment_id"])
+    op.create_table(
+        "scheduler_checkpoints",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("missed_before", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name", name=op.f("pk_scheduler_checkpoints")),
+    )
     op.create_index("ix_schedules_next_fill_at", "schedules", ["next_fill_at"])
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("schedule_id", sa.Uuid(), nullable=True))
@@ -61,6 +67,7 @@ def downgrade() -> None:
         batch.drop_constraint("uq_runs_schedule_time", type_="unique")
         batch.drop_constraint("fk_runs_schedule_id_schedules", type_="foreignkey")
         batch.drop_column("schedule_id")
+    op.drop_table("scheduler_checkpoints")
     op.drop_index("ix_schedules_next_fill_at", table_name="schedules")
     op.drop_index("ix_schedules_deployment_id", table_name="schedules")
     op.drop_table("schedules")
