@@ -172,3 +172,18 @@ def test_schedule_routes_check_their_input(
     changed = api.patch(f"/api/schedules/{body['id']}", json={"cron": "0 6 * * *"})
     assert changed.status_code == 200, changed.text
     assert changed.json()["cron"] == "0 6 * * *" and changed.json()["rrule"] is None
+
+
+def test_anchor_is_local_time_in_the_schedule_zone(runner: CliRunner, pool_and_flow: Path) -> None:
+    assert create(runner, pool_and_flow).exit_code == 0
+    args = ["deployment", "schedule", "add", "etl/nightly", "--interval", "86400"]
+    added = invoke(
+        runner, *args, "--anchor", "2026-01-05T09:00", "--timezone", "Europe/Berlin", "-o", "json"
+    )
+    assert added.exit_code == 0, added.output
+    body = json.loads(added.stdout)
+    assert body["anchor"] == "2026-01-05T08:00:00Z"
+    # Daily at 09:00 Berlin: 08:00 UTC in winter (these next times fall in November-December).
+    assert all(t.endswith("T08:00:00Z") for t in body["next_times"])
+    bad = invoke(runner, *args, "--anchor", "next monday")
+    assert bad.exit_code == 1 and "error: --anchor: not an ISO 8601 time" in bad.stderr

@@ -10,7 +10,7 @@ import typer
 from skylane.client import SkylaneClient
 from skylane.errors import InvalidInput
 from skylane.models import Deployment, Schedule
-from skylane.schedules import CatchUp
+from skylane.schedules import CatchUp, check_timezone
 
 from . import output
 from .common import (
@@ -44,11 +44,12 @@ TimezoneOption = Annotated[
     typer.Option("--timezone", metavar="TZ", help="IANA time zone of the schedule (default: UTC)."),
 ]
 AnchorOption = Annotated[
-    datetime | None,
+    str | None,
     typer.Option(
         "--anchor",
         metavar="TIME",
-        help="Interval start / RRULE DTSTART, ISO 8601 with offset (e.g. 2026-01-05T09:00+01:00).",
+        help="Interval start / RRULE DTSTART, ISO 8601 (e.g. 2026-01-05T09:00); without an "
+        "offset it is local time in --timezone.",
     ),
 ]
 CatchUpOption = Annotated[
@@ -77,7 +78,7 @@ def schedule_body(
     rrule: str | None,
     timezone: str | None,
     *,
-    anchor: datetime | None = None,
+    anchor: str | None = None,
     parameters: dict[str, Any] | None = None,
     catchup: CatchUp | None = None,
     active: bool = True,
@@ -99,21 +100,30 @@ def schedule_body(
                 field="--timezone" if timezone else "--anchor",
             )
         return None
-    if anchor is not None and anchor.tzinfo is None:
-        raise InvalidInput(
-            "--anchor needs a UTC offset, e.g. 2026-01-05T09:00:00+01:00", field="--anchor"
-        )
     body: dict[str, Any] = {"cron": cron, "interval_seconds": interval, "rrule": rrule}
     body = {k: v for k, v in body.items() if v is not None}
     body["timezone"] = timezone or "UTC"
     body["active"] = active
     if anchor is not None:
-        body["anchor"] = anchor.isoformat()
+        body["anchor"] = _parse_anchor(anchor, body["timezone"]).isoformat()
     if parameters:
         body["parameters"] = parameters
     if catchup is not None:
         body["catchup"] = catchup.value
     return body
+
+
+def _parse_anchor(text: str, timezone: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"not an ISO 8601 time: {text!r}; e.g. 2026-01-05T09:00 or 2026-01-05T09:00+01:00",
+            field="--anchor",
+        ) from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=check_timezone(timezone, field="--timezone"))
+    return value
 
 
 def expression(schedule: Schedule) -> str:

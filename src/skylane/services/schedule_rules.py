@@ -47,6 +47,8 @@ def checked_fields(
     )
     # The anchor actually used is stored, so every replica computes the same times forever.
     anchor = body.anchor or default_anchor(spec, datetime.now(UTC))
+    if anchor is not None:
+        anchor = anchor.astimezone(UTC)  # what the store gives back, whatever the offset
     return {
         "cron": body.cron,
         "interval_seconds": body.interval_seconds,
