@@ -11,6 +11,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -414,3 +415,31 @@ def test_missed_runs_wait_for_the_catch_up_decision(store: Store, plane_settings
         scheduled_time=back - timedelta(hours=1),
     )
     assert manual.scheduled_time in claim()
+
+
+@pytest.mark.parametrize(
+    ("cron", "day", "expected_utc"),
+    [
+        # Spring forward in New York, 2027-03-14 02:00 -> 03:00: 02:30 runs once, at 03:00 EDT.
+        ("30 2 * * *", "2027-03-14", ["2027-03-14T07:00:00+00:00"]),
+        # Fall back, 2027-11-07 02:00 -> 01:00: 01:30 happens twice and runs once, the first.
+        ("30 1 * * *", "2027-11-07", ["2027-11-07T05:30:00+00:00"]),
+    ],
+)
+def test_daylight_saving_days_get_one_run(
+    store: Store, plane_settings: Settings, cron: str, day: str, expected_utc: list[str]
+) -> None:
+    deployment_id = make_deployment(
+        store, plane_settings, ScheduleCreate(cron=cron, timezone="America/New_York")
+    )
+    # The scheduler comes by the day before, with two days of lookahead.
+    settings = plane_settings.model_copy(update={"schedule_lookahead_seconds": 2 * 86400})
+    before = datetime.fromisoformat(day).replace(tzinfo=UTC) - timedelta(hours=12)
+    Scheduler(store, settings).run_pass(before)
+    zone = ZoneInfo("America/New_York")
+    on_day = [
+        r.scheduled_time.isoformat()
+        for r in runs_of(store, deployment_id, states=[RunState.SCHEDULED])
+        if r.scheduled_time.astimezone(zone).date().isoformat() == day
+    ]
+    assert on_day == expected_utc

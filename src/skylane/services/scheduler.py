@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from skylane.errors import InvalidInput
+from skylane.models import Schedule
 from skylane.schedules import CatchUp, ScheduleSpec, Timetable, parse_schedule
 from skylane.services.dispatcher import default_replica_name
 from skylane.settings import Settings
@@ -41,20 +42,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def timetable_for(schedule: ScheduleSpec | object) -> Timetable:
-    """The timetable of a stored schedule (or anything with its fields)."""
-    spec = (
-        schedule
-        if isinstance(schedule, ScheduleSpec)
-        else ScheduleSpec(
-            cron=schedule.cron,  # type: ignore[attr-defined]
-            interval_seconds=schedule.interval_seconds,  # type: ignore[attr-defined]
-            rrule=schedule.rrule,  # type: ignore[attr-defined]
-            timezone=schedule.timezone,  # type: ignore[attr-defined]
-            anchor=schedule.anchor,  # type: ignore[attr-defined]
+def timetable_for(schedule: Schedule) -> Timetable:
+    """The timetable of a stored schedule."""
+    return parse_schedule(
+        ScheduleSpec(
+            cron=schedule.cron,
+            interval_seconds=schedule.interval_seconds,
+            rrule=schedule.rrule,
+            timezone=schedule.timezone,
+            anchor=schedule.anchor,
         )
     )
-    return parse_schedule(spec)
 
 
 @dataclass(frozen=True)
