@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
@@ -140,6 +141,14 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average_at_start": [round(load1, 2), round(load5, 2), round(load15, 2)],
     }
+
+
+def emit(result: dict[str, Any], output: str | None) -> None:
+    """Print a benchmark's JSON, and write it to `output` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if output:
+        Path(output).write_text(text + "\n")
 
 
 def log(message: str) -> None:

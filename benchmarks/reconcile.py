@@ -22,7 +22,6 @@ inside them (moto, here), and the pass's seconds and CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _common import log, machine
+from _common import emit, log, machine
 
 REGION = "us-east-1"
 CLUSTER = "bench"
@@ -202,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": host,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    text = json.dumps(output, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    emit(output, args.output)
     return 0
 
 

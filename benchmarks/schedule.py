@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import gc
 import hashlib
-import json
 import os
 import random
 import resource
@@ -66,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _common import MIB, log, machine, proc_status
+from _common import MIB, emit, log, machine, proc_status
 
 POOL = "bench-process"
 FLOWS = 100  # deployments are spread over this many flow names
@@ -398,10 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "code_sha256": code_fingerprint(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    text = json.dumps(output, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text + "\n")
+    emit(output, args.output)
     return 0
 
 
