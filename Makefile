@@ -1,5 +1,5 @@
 # Every target sets itself up: a virtual environment in .venv with skylane installed editable.
-# Re-installs only when pyproject.toml changes.
+# Re-installs only when pyproject.toml or this file (its EXTRAS) changes.
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
@@ -7,13 +7,13 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,postgres,aws
+EXTRAS ?= dev,postgres,aws,gcp
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks)
 
 .PHONY: install run demo test lint format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "skylane needs Python >= 3.11 on PATH" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
