@@ -1,0 +1,1756 @@
+"""A local Cloud Run Admin API v2 emulator (jobs, executions, long-running operations) for tests.
+
+Why: there is no official Cloud Run emulator, and the behaviour the GCP adapter must get right
+(idempotent creation through `start_execution_token`, executions that take time to start and
+finish, throttling, calls that went through but were never answered) cannot be shown with mocks
+of the client. `CloudRunEmulator` is an HTTP server that answers the REST calls the official
+`google-cloud-run` client makes, in the JSON shapes it parses, with executions that move through
+PENDING -> RUNNING -> SUCCEEDED / FAILED / CANCELLED as time passes, injectable faults, and a log
+of the requests it received.
+
+Pointing the official client at it (the REST transport honours a scheme in `api_endpoint`, so
+no `url_scheme` knob is needed; the gRPC transport cannot be used)::
+
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import run_v2
+    from skylane.testing.gcp import CloudRunEmulator
+
+    with CloudRunEmulator(start_seconds=0.05, run_seconds=0.2) as emulator:
+        jobs = run_v2.JobsClient(
+            transport="rest",
+            client_options=ClientOptions(api_endpoint=emulator.url),  # "http://127.0.0.1:PORT"
+            credentials=AnonymousCredentials(),
+        )
+        operation = jobs.create_job(parent="projects/p/locations/l", job_id="j", job=job)
+        emulator.fail_execution("j-tok", "Task j-tok-task0 failed with exit code 1")
+        emulator.throttle(rpc="GetExecution", count=2)      # the next 2 get_execution: 429
+        emulator.timeout_after(rpc="CreateJob", seconds=5)  # done, but never answered
+        emulator.requests(rpc="CreateJob")                  # what the client sent
+
+`client_options={"api_endpoint": emulator.url}` (a dict) works as well. Anonymous credentials
+send no Authorization header; the emulator checks none.
+
+What the client raises over REST (true of the real API too): the exception class comes from the
+HTTP status alone, so 409 ALREADY_EXISTS is `google.api_core.exceptions.Conflict` (not its
+subclass `AlreadyExists`), 429 RESOURCE_EXHAUSTED is `TooManyRequests` (not `ResourceExhausted`),
+400 INVALID_ARGUMENT / FAILED_PRECONDITION are `BadRequest`, 403 is `Forbidden`, 404 `NotFound`,
+503 `ServiceUnavailable`, 500 `InternalServerError`; the canonical status is in
+`exc.response.json()["error"]["status"]`, and quota / permission errors carry a
+`google.rpc.ErrorInfo` (`exc.reason`, `exc.metadata`). A read timeout or a dropped connection is
+the `requests` exception itself (`requests.exceptions.ReadTimeout` / `ConnectionError`), not
+wrapped. An operation that ended in error raises from its google.rpc code on `result()`
+(`FailedPrecondition` for a failed execution).
+
+What it serves (`{parent}` is `projects/{project}/locations/{location}`):
+
+- `POST /v2/{parent}/jobs?jobId=ID` (CreateJob), `GET /v2/{parent}/jobs` (ListJobs),
+  `GET|DELETE /v2/{parent}/jobs/{job}`, `POST /v2/{parent}/jobs/{job}:run` (RunJob, with
+  `overrides`);
+- `GET /v2/{parent}/jobs/{job}/executions` (ListExecutions, newest first, `pageSize` and
+  `pageToken`), `GET|DELETE .../executions/{execution}`, `POST .../executions/{e}:cancel`;
+- `GET|DELETE /v2/{parent}/operations/{id}`, `GET /v2/{parent}/operations`.
+
+Rules it enforces, as Cloud Run does: a job id is lowercase letters, digits and hyphens, starts
+with a letter, does not end with a hyphen, at most 63 characters (else 400 INVALID_ARGUMENT); a
+second job with the same id is 409 ALREADY_EXISTS; a job needs at least one container with an
+image; `startExecutionToken` / `runExecutionToken` name the execution the create starts
+`{job}-{token}` (job id + token shorter than 63 characters, token of lowercase letters, digits
+and hyphens); a missing resource is 404 NOT_FOUND; cancelling a finished execution is 400
+FAILED_PRECONDITION. Errors are `{"error": {"code": 404, "message": ..., "status": "NOT_FOUND"}}`,
+which `google.api_core.exceptions.from_http_response` turns into `NotFound` etc.
+
+Long-running operations behave the way Cloud Run's do (and the client's `operation.result()`
+polls `GET .../operations/{id}`, first after ~1 s unless given `polling=`):
+
+- CreateJob: done at once; with `startExecutionToken` done when the execution has started; with
+  `runExecutionToken` when it has finished (with an `error` if it failed);
+- RunJob: done when the execution has finished, `error` (code 9 FAILED_PRECONDITION, the failure
+  message) if it failed, the cancelled Execution as `response` if it was cancelled; read the
+  execution's name from `operation.metadata` right away;
+- DeleteJob, CancelExecution, DeleteExecution: done at once.
+
+`metadata` and `response` carry `@type` (`type.googleapis.com/google.cloud.run.v2.Job` or
+`...Execution`) and the resource as it is when the operation is read. `operation_seconds` delays
+every operation's completion further; `operations_track_executions=False` makes all operations
+done at once (after `operation_seconds`).
+
+Executions are computed from timestamps when read (no background threads): created -> after
+`start_seconds` running (`startTime`, `runningCount`) -> after `run_seconds` more succeeded
+(`succeededCount`) or failed (`failedCount`, `retriedCount` = max retries, `Completed` condition
+CONDITION_FAILED with reason NON_ZERO_EXIT_CODE and the message). Cancelled executions have
+`cancelledCount` = task count, `Completed` CONDITION_FAILED with executionReason CANCELLED.
+While unfinished `reconciling` is true and `Completed` is CONDITION_PENDING (before the start)
+or CONDITION_RECONCILING (running); read state from `completionTime`, the counts and the
+`Completed` condition. Zero counts and false booleans are omitted, as proto3 JSON does.
+Timing and outcome are set with `configure()` for every execution, a job's executions or one
+named execution (also before it exists); `outcome="manual"` keeps an execution running until
+`finish_execution()`; `fail_execution()` makes it fail with a message.
+
+Faults (`Fault`), tried in the order added; the first that matches the call's `rpc` (CreateJob,
+GetJob, ListJobs, DeleteJob, RunJob, GetExecution, ListExecutions, CancelExecution,
+DeleteExecution, GetOperation, ListOperations, DeleteOperation), HTTP `method` and URL `path`
+(fnmatch, e.g. `"*/jobs"`, `"*:run"`) and has fires left (`count`, None for ever) applies:
+
+- `error`: answer `{"error": {"code", "message", "status"}}` without doing the call
+  (`throttle`: 429 RESOURCE_EXHAUSTED, `unavailable`: 503 UNAVAILABLE, `internal_error`: 500
+  INTERNAL, `fail_next`: any code; `forbid_project`: 403 PERMISSION_DENIED naming the
+  permission, e.g. "Permission 'run.jobs.create' denied on resource ...");
+- `timeout`: do the call, then hold the answer `seconds` and drop the connection (`drop=False`:
+  answer late), so a client with a shorter timeout never hears that the call went through;
+- `delay`: do the call and answer `seconds` later.
+
+Control API under `/emulator/` (never logged, never faulted):
+
+- `GET /emulator/requests[?rpc=CreateJob&method=POST]`: a JSON list of the requests received,
+  `{method, path, query, body, status, received_at, rpc, fault, dropped, response}`, in arrival
+  order; `DELETE /emulator/requests` forgets them;
+- `POST /emulator/reset`: forget jobs, executions, operations, faults, configuration and log;
+- `GET /emulator/faults`, `POST /emulator/faults` (a fault object, a list or
+  `{"faults": [...]}`, e.g. `{"kind": "error", "code": 429, "rpc": "CreateJob", "count": 2}`),
+  `DELETE /emulator/faults`, `DELETE /emulator/faults/{id}`;
+- `POST /emulator/configure`: `{"job"?: id, "execution"?: id, "start_seconds"?,
+  "run_seconds"?, "outcome"?, "message"?}`; `POST /emulator/finish`: `{"execution": id,
+  "outcome": "succeeded" | "failed", "message"?}`;
+- `GET /emulator/state`: `{"jobs": [...], "executions": [...]}` as the API would show them;
+  `GET /emulator/`: counts.
+
+Standalone: `python -m skylane.testing.gcp --port N [--host H] [--start-seconds S]
+[--run-seconds S] [--outcome succeeded|failed|manual] [--forbidden-project P]...` prints the
+URL on the first line of stdout, then serves until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import fnmatch
+import json
+import random
+import re
+import signal
+import socket
+import socketserver
+import string
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+Outcome = Literal["succeeded", "failed", "manual"]
+FaultKind = Literal["error", "timeout", "delay"]
+Phase = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+
+OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "manual"})
+FAULT_KINDS: frozenset[str] = frozenset({"error", "timeout", "delay"})
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+CONTROL_PREFIX = "/emulator"
+JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
+EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
+CREATOR = "skylane-emulator@example.com"
+PROJECT_NUMBER = "123456789012"
+
+# Canonical error statuses by HTTP code (google.rpc.Code over HTTP, as Google APIs map them).
+STATUS_NAMES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    412: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+DEFAULT_MESSAGES: dict[int, str] = {
+    403: "The caller does not have permission",
+    429: (
+        "Quota exceeded for quota metric 'Job run requests' and limit 'Job run requests per "
+        f"minute per region' of service 'run.googleapis.com' for consumer "
+        f"'project_number:{PROJECT_NUMBER}'."
+    ),
+    500: "Internal error encountered.",
+    503: "The service is currently unavailable.",
+    504: "The request timed out.",
+}
+# google.rpc.Code of a failed execution's operation error.
+FAILED_PRECONDITION_CODE = 9
+
+PERMISSIONS: dict[str, str] = {
+    "CreateJob": "run.jobs.create",
+    "ListJobs": "run.jobs.list",
+    "GetJob": "run.jobs.get",
+    "DeleteJob": "run.jobs.delete",
+    "RunJob": "run.jobs.run",
+    "ListExecutions": "run.executions.list",
+    "GetExecution": "run.executions.get",
+    "DeleteExecution": "run.executions.delete",
+    "CancelExecution": "run.executions.cancel",
+    "GetOperation": "run.operations.get",
+    "ListOperations": "run.operations.list",
+    "DeleteOperation": "run.operations.delete",
+}
+
+_PARENT = r"^/v2/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+_JOB = _PARENT + r"/jobs/(?P<job>[^/:]+)"
+_EXECUTION = _JOB + r"/executions/(?P<execution>[^/:]+)"
+ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
+    (re.compile(_PARENT + r"/jobs$"), {"POST": "CreateJob", "GET": "ListJobs"}),
+    (re.compile(_JOB + r"$"), {"GET": "GetJob", "DELETE": "DeleteJob"}),
+    (re.compile(_JOB + r":run$"), {"POST": "RunJob"}),
+    (re.compile(_JOB + r"/executions$"), {"GET": "ListExecutions"}),
+    (re.compile(_EXECUTION + r"$"), {"GET": "GetExecution", "DELETE": "DeleteExecution"}),
+    (re.compile(_EXECUTION + r":cancel$"), {"POST": "CancelExecution"}),
+    (re.compile(_PARENT + r"/operations$"), {"GET": "ListOperations"}),
+    (
+        re.compile(_PARENT + r"/operations/(?P<operation>[^/:]+)$"),
+        {"GET": "GetOperation", "DELETE": "DeleteOperation"},
+    ),
+]
+
+JOB_ID = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+EXECUTION_TOKEN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
+# The Job fields a caller may set; output-only fields in a create request are ignored.
+_JOB_INPUT_FIELDS = (
+    "labels",
+    "annotations",
+    "client",
+    "clientVersion",
+    "launchStage",
+    "binaryAuthorization",
+    "template",
+    "startExecutionToken",
+    "runExecutionToken",
+)
+
+
+class ApiError(Exception):
+    """An error answered the way Google APIs answer them over REST."""
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        status: str | None = None,
+        details: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
+        self.details = [dict(d) for d in details]
+
+    def to_json(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+@dataclass
+class ExecutionPlan:
+    """How an execution unfolds: running `start_seconds` after its creation, finished
+    `run_seconds` later with `outcome` ("manual": running until `finish_execution`); a failure
+    carries `message` (default: "Task {execution}-task0 failed with exit code 1")."""
+
+    start_seconds: float = 0.05
+    run_seconds: float = 0.2
+    outcome: Outcome = "succeeded"
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        _check_plan_values(asdict(self))
+
+
+def _check_plan_values(values: Mapping[str, Any]) -> None:
+    known = {f.name for f in fields(ExecutionPlan)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
+    for name in ("start_seconds", "run_seconds"):
+        if name in values and (
+            not isinstance(values[name], int | float) or float(values[name]) < 0
+        ):
+            raise ValueError(f"{name} must be a number >= 0, not {values[name]!r}")
+    if "outcome" in values and values["outcome"] not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, not {values['outcome']!r}")
+    if "message" in values and not isinstance(values["message"], str):
+        raise ValueError("message must be a string")
+
+
+@dataclass
+class Fault:
+    """One fault: which calls it hits (`rpc`, HTTP `method`, fnmatch `path`; "*" for any), how
+    often (`count` times, None for ever) and how (`kind`: "error" answers `code`/`status`/
+    `message` without doing the call; "timeout" does the call, holds the answer `seconds` and
+    drops the connection unless `drop` is False; "delay" does the call and answers `seconds`
+    later). `fired` counts how often it applied; `id` names it in the control API."""
+
+    kind: FaultKind = "error"
+    rpc: str = "*"
+    method: str = "*"
+    path: str = "*"
+    code: int = 503
+    status: str = ""
+    message: str = ""
+    count: int | None = 1
+    seconds: float = 0.0
+    drop: bool = True
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    fired: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {sorted(FAULT_KINDS)}")
+        for name in ("rpc", "method", "path"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty string ('*' for any)")
+        self.method = self.method.upper()
+        if not isinstance(self.code, int) or not 400 <= self.code <= 599:
+            raise ValueError(f"code must be an HTTP error status, not {self.code!r}")
+        if self.count is not None and self.count < 0:
+            raise ValueError(f"count must be >= 0 or None, not {self.count}")
+        if self.seconds < 0:
+            raise ValueError(f"seconds must be >= 0, not {self.seconds}")
+        self.status = self.status or STATUS_NAMES.get(self.code, "UNKNOWN")
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count is not None and self.fired >= self.count
+
+    def matches(self, rpc: str | None, method: str, path: str) -> bool:
+        return (
+            (self.rpc == "*" or self.rpc == rpc)
+            and (self.method == "*" or self.method == method.upper())
+            and (self.path == "*" or fnmatch.fnmatchcase(path, self.path))
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Fault:
+        """A fault from its JSON form; unknown keys are refused (a typo must not silently turn
+        a fault into another one)."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a fault is a JSON object, not {type(data).__name__}")
+        values = dict(data)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown fault fields {sorted(unknown)}; known: {sorted(known)}")
+        values.pop("fired", None)
+        if values.get("id") is None:
+            values.pop("id", None)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One API call the emulator received (control calls excepted). `query` holds the last value
+    of each parameter, `body` and `response` the parsed JSON (None if empty or not JSON),
+    `status` the HTTP status answered (or that would have been, for a dropped answer), `rpc` the
+    API method (None for an unknown route), `fault` the id of the fault that applied."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: Any
+    status: int
+    received_at: float
+    rpc: str | None = None
+    fault: str | None = None
+    dropped: bool = False
+    response: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- state records -------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Job:
+    name: str
+    project: str
+    location: str
+    job_id: str
+    uid: str
+    created_at: float
+    spec: dict[str, Any]
+    executions: dict[str, _Execution] = field(default_factory=dict)
+    execution_count: int = 0
+    latest: _Execution | None = None
+    create_operation: _Operation | None = None
+    deleted_at: float | None = None
+
+
+@dataclass(eq=False)
+class _Execution:
+    name: str
+    execution_id: str
+    job: _Job
+    uid: str
+    created_at: float
+    start_at: float | None
+    end_at: float | None
+    final: str
+    message: str
+    run_seconds: float
+    task_count: int
+    parallelism: int
+    max_retries: int
+    template: dict[str, Any]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    deleted_at: float | None = None
+
+    def phase(self, now: float) -> Phase:
+        if self.end_at is not None and now >= self.end_at:
+            return self.final  # type: ignore[return-value]
+        if self.start_at is not None and now >= self.start_at:
+            return "running"
+        return "pending"
+
+    def started_at(self, now: float) -> float | None:
+        """When it started, if it has (an execution cancelled before its start never did)."""
+        if self.start_at is None or now < self.start_at:
+            return None
+        if self.end_at is not None and self.start_at > self.end_at:
+            return None
+        return self.start_at
+
+
+@dataclass(eq=False)
+class _Operation:
+    name: str
+    target: _Job | _Execution
+    created_at: float
+    min_done_at: float
+    # What completion waits for: nothing, the execution's start, or its end.
+    wait: Literal["none", "start", "end"] = "none"
+    execution: _Execution | None = None
+
+
+# -- the emulator --------------------------------------------------------------------------
+
+
+class CloudRunEmulator:
+    """A Cloud Run Admin API v2 emulator serving on `host`:`port` (a free port by default) from
+    background threads. Use as a context manager (`with CloudRunEmulator() as emulator:
+    emulator.url`) or with `start()`/`stop()`. State, configuration, faults and the request log
+    are safe to use from any thread while calls go through.
+
+    `start_seconds`, `run_seconds`, `outcome` and `message` are the default `ExecutionPlan`;
+    `operation_seconds` delays every operation's completion; `operations_track_executions`
+    (default True) makes CreateJob-with-token and RunJob operations wait for the execution the
+    way Cloud Run's do; `forbidden_projects` answer 403 to every call; `clock` gives the time
+    state transitions are computed from (`time.time` by default; tests may pass their own)."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        start_seconds: float = 0.05,
+        run_seconds: float = 0.2,
+        outcome: Outcome = "succeeded",
+        message: str = "",
+        operation_seconds: float = 0.0,
+        operations_track_executions: bool = True,
+        forbidden_projects: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+        verbose: bool = False,
+    ) -> None:
+        self.host = host
+        self._port = port
+        self.verbose = verbose
+        self._clock = clock
+        self._initial_plan = ExecutionPlan(start_seconds, run_seconds, outcome, message)
+        self.operation_seconds = float(operation_seconds)
+        self.operations_track_executions = operations_track_executions
+        self._initial_forbidden = tuple(forbidden_projects)
+        self._lock = threading.Condition(threading.RLock())
+        self._stopping = threading.Event()
+        self._server: _EmulatorServer | None = None
+        self._thread: threading.Thread | None = None
+        self._rng = random.Random()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        with self._lock:
+            self._plan = copy.copy(self._initial_plan)
+            self._job_plans: dict[str, dict[str, Any]] = {}
+            self._execution_plans: dict[str, dict[str, Any]] = {}
+            self._jobs: dict[str, _Job] = {}
+            self._executions: dict[str, _Execution] = {}
+            self._operations: dict[str, _Operation] = {}
+            self._faults: list[Fault] = []
+            self._requests: list[ReceivedRequest] = []
+            for project in self._initial_forbidden:
+                self.forbid_project(project)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> CloudRunEmulator:
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        self._server = _EmulatorServer((self.host, self._port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"cloud-run-emulator:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: held answers are abandoned and open client connections closed."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_client_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> CloudRunEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget jobs, executions, operations, faults, configuration and the request log."""
+        self._init_state()
+
+    # -- execution timing and outcomes ---------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        job: str | None = None,
+        execution: str | None = None,
+        start_seconds: float | None = None,
+        run_seconds: float | None = None,
+        outcome: Outcome | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Set how executions unfold: by default (neither `job` nor `execution`), for the
+        executions of job id `job`, or for the execution `execution` (its id `{job}-{suffix}`
+        or full name). Applies to executions created afterwards; an execution named here that
+        exists and has not finished changes from now on (a start or end never moves into the
+        past). Most specific wins: execution, then job, then default."""
+        if job is not None and execution is not None:
+            raise ValueError("configure either a job or an execution, not both")
+        values = {
+            name: value
+            for name, value in (
+                ("start_seconds", start_seconds),
+                ("run_seconds", run_seconds),
+                ("outcome", outcome),
+                ("message", message),
+            )
+            if value is not None
+        }
+        _check_plan_values(values)
+        with self._lock:
+            if execution is not None:
+                found = self._find_execution(execution, required=False)
+                if found is not None:
+                    self._replan(found, values)
+                    key = found.execution_id
+                else:
+                    key = execution.rsplit("/", 1)[-1]
+                self._execution_plans.setdefault(key, {}).update(values)
+            elif job is not None:
+                self._job_plans.setdefault(job.rsplit("/", 1)[-1], {}).update(values)
+            else:
+                for name, value in values.items():
+                    setattr(self._plan, name, value)
+
+    def fail_execution(self, execution: str, message: str | None = None) -> None:
+        """Make the execution named (existing or not yet) fail when its run ends, with
+        `message` (default "Task {execution}-task0 failed with exit code 1")."""
+        self.configure(execution=execution, outcome="failed", message=message)
+
+    def hold_execution(self, execution: str) -> None:
+        """Keep the execution named (existing or not yet) running until `finish_execution`."""
+        self.configure(execution=execution, outcome="manual")
+
+    def finish_execution(
+        self,
+        execution: str,
+        outcome: Literal["succeeded", "failed"] = "succeeded",
+        message: str | None = None,
+    ) -> dict[str, Any]:
+        """End an unfinished execution now (starting it first if it was pending); its view."""
+        if outcome not in ("succeeded", "failed"):
+            raise ValueError("outcome must be 'succeeded' or 'failed'")
+        with self._lock:
+            found = self._find_execution(execution)
+            now = self._clock()
+            if found.phase(now) in TERMINAL:
+                raise ValueError(f"execution {found.execution_id} has already finished")
+            if found.start_at is None or found.start_at > now:
+                found.start_at = now
+            found.end_at = now
+            found.final = outcome
+            if message is not None:
+                found.message = message
+            return self._execution_view(found, now)
+
+    # -- faults --------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def fail_next(
+        self,
+        code: int,
+        *,
+        rpc: str = "*",
+        method: str = "*",
+        path: str = "*",
+        count: int | None = 1,
+        message: str = "",
+        status: str = "",
+    ) -> Fault:
+        """Answer the next `count` matching calls with HTTP `code` (status name by default from
+        the code) without doing them."""
+        return self.add_fault(
+            Fault(
+                kind="error",
+                rpc=rpc,
+                method=method,
+                path=path,
+                code=code,
+                status=status,
+                message=message,
+                count=count,
+            )
+        )
+
+    def throttle(
+        self, *, rpc: str = "*", method: str = "*", path: str = "*", count: int | None = 1
+    ) -> Fault:
+        """429 RESOURCE_EXHAUSTED (a quota message) to the next `count` matching calls."""
+        return self.fail_next(429, rpc=rpc, method=method, path=path, count=count)
+
+    def unavailable(
+        self, *, rpc: str = "*", method: str = "*", path: str = "*", count: int | None = 1
+    ) -> Fault:
+        """503 UNAVAILABLE to the next `count` matching calls."""
+        return self.fail_next(503, rpc=rpc, method=method, path=path, count=count)
+
+    def internal_error(
+        self, *, rpc: str = "*", method: str = "*", path: str = "*", count: int | None = 1
+    ) -> Fault:
+        """500 INTERNAL to the next `count` matching calls."""
+        return self.fail_next(500, rpc=rpc, method=method, path=path, count=count)
+
+    def forbid_project(self, project: str, *, count: int | None = None) -> Fault:
+        """403 PERMISSION_DENIED to every call on `project`, naming the permission missing."""
+        return self.fail_next(403, path=f"/v2/projects/{project}/*", count=count)
+
+    def timeout_after(
+        self,
+        *,
+        rpc: str = "CreateJob",
+        method: str = "*",
+        path: str = "*",
+        seconds: float = 5.0,
+        count: int | None = 1,
+        drop: bool = True,
+    ) -> Fault:
+        """Do the next `count` matching calls, then hold each answer `seconds` and drop the
+        connection (`drop=False`: answer then). Pick `seconds` above the client's timeout."""
+        return self.add_fault(
+            Fault(
+                kind="timeout",
+                rpc=rpc,
+                method=method,
+                path=path,
+                seconds=seconds,
+                count=count,
+                drop=drop,
+            )
+        )
+
+    def delay(
+        self,
+        *,
+        rpc: str = "*",
+        method: str = "*",
+        path: str = "*",
+        seconds: float,
+        count: int | None = 1,
+    ) -> Fault:
+        """Do the next `count` matching calls and answer each `seconds` later."""
+        return self.add_fault(
+            Fault(kind="delay", rpc=rpc, method=method, path=path, seconds=seconds, count=count)
+        )
+
+    def faults(self) -> list[Fault]:
+        """Copies of the faults, in the order they are tried."""
+        with self._lock:
+            return [Fault(**asdict(f)) for f in self._faults]
+
+    def remove_fault(self, fault_id: str) -> bool:
+        with self._lock:
+            before = len(self._faults)
+            self._faults = [f for f in self._faults if f.id != fault_id]
+            return len(self._faults) < before
+
+    def clear_faults(self) -> int:
+        with self._lock:
+            count, self._faults = len(self._faults), []
+            return count
+
+    def _decide(self, rpc: str | None, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.exhausted or not fault.matches(rpc, method, path):
+                    continue
+                fault.fired += 1
+                return Fault(**asdict(fault))
+            return None
+
+    # -- request log ---------------------------------------------------------------------
+
+    def requests(self, rpc: str | None = None, method: str | None = None) -> list[ReceivedRequest]:
+        """The API calls received so far in arrival order, optionally of one rpc / method."""
+        with self._lock:
+            return [
+                r
+                for r in self._requests
+                if (rpc is None or r.rpc == rpc) and (method is None or r.method == method.upper())
+            ]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def wait_for_requests(
+        self, count: int, rpc: str | None = None, timeout: float = 10.0
+    ) -> list[ReceivedRequest]:
+        """Block until at least `count` calls (of `rpc`) are logged; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                found = self.requests(rpc)
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"{len(found)} of {count} {rpc or 'any'} calls")
+                self._lock.wait(remaining)
+
+    def _record(self, request: ReceivedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+            self._lock.notify_all()
+
+    # -- state accessors -----------------------------------------------------------------
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job, as GetJob would answer."""
+        with self._lock:
+            now = self._clock()
+            return [self._job_view(job, now) for job in self._jobs.values()]
+
+    def job(self, name: str) -> dict[str, Any]:
+        """One job by id or full name, as GetJob would answer; KeyError if there is none."""
+        with self._lock:
+            found = self._jobs.get(name) or next(
+                (j for j in self._jobs.values() if j.job_id == name), None
+            )
+            if found is None:
+                raise KeyError(name)
+            return self._job_view(found, self._clock())
+
+    def executions(self, job: str | None = None) -> list[dict[str, Any]]:
+        """Every execution (of job id or name `job`), oldest first, as GetExecution answers."""
+        with self._lock:
+            now = self._clock()
+            return [
+                self._execution_view(e, now)
+                for e in self._executions.values()
+                if job is None or job in (e.job.job_id, e.job.name)
+            ]
+
+    def execution(self, name: str) -> dict[str, Any]:
+        """One execution by id or full name, as GetExecution answers; KeyError if none."""
+        with self._lock:
+            return self._execution_view(self._find_execution(name), self._clock())
+
+    def _find_execution(self, name: str, *, required: bool = True) -> _Execution:
+        if "/" in name:
+            found = self._executions.get(name)
+        else:
+            matches = [e for e in self._executions.values() if e.execution_id == name]
+            if len(matches) > 1:
+                raise ValueError(f"execution id {name!r} is ambiguous; use its full name")
+            found = matches[0] if matches else None
+        if found is None and required:
+            raise KeyError(name)
+        return found  # type: ignore[return-value]
+
+    # -- plans ---------------------------------------------------------------------------
+
+    def _plan_for(self, job_id: str, execution_id: str) -> ExecutionPlan:
+        values = asdict(self._plan)
+        values.update(self._job_plans.get(job_id, {}))
+        values.update(self._execution_plans.get(execution_id, {}))
+        return ExecutionPlan(**values)
+
+    def _replan(self, execution: _Execution, values: Mapping[str, Any]) -> None:
+        now = self._clock()
+        if execution.phase(now) in TERMINAL:
+            raise ValueError(f"execution {execution.execution_id} has already finished")
+        if "start_seconds" in values and (execution.start_at is None or execution.start_at > now):
+            execution.start_at = max(now, execution.created_at + values["start_seconds"])
+        if "run_seconds" in values:
+            execution.run_seconds = float(values["run_seconds"])
+        if "message" in values:
+            execution.message = values["message"]
+        outcome = values.get("outcome")
+        if outcome == "manual":
+            execution.end_at = None
+            return
+        if outcome is not None:
+            execution.final = outcome
+        if outcome is not None or execution.end_at is not None:
+            # Not held: it ends `run_seconds` after its (possibly new) start, never in the past.
+            start = execution.start_at if execution.start_at is not None else now
+            execution.end_at = max(now, start + execution.run_seconds)
+
+    # -- HTTP entry point ----------------------------------------------------------------
+
+    def _serve(self, handler: _Handler, body: bytes) -> None:
+        """Answer one API call (control calls are routed before this)."""
+        parts = urlsplit(handler.path)
+        path = unquote(parts.path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        method = handler.command.upper()
+        received_at = self._clock()
+        body_json = _json_or_none(body)
+        rpc, params = _route(method, path)
+        fault = self._decide(rpc, method, path)
+
+        def record(status: int, response: Any, dropped: bool = False) -> None:
+            # Logged before answering, so a client that got its answer always finds the call.
+            self._record(
+                ReceivedRequest(
+                    method=method,
+                    path=path,
+                    query=query,
+                    body=body_json
+                    if body_json is not None
+                    else (body.decode(errors="replace") or None),
+                    status=status,
+                    received_at=received_at,
+                    rpc=rpc,
+                    fault=fault.id if fault else None,
+                    dropped=dropped,
+                    response=response,
+                )
+            )
+
+        if fault is not None and fault.kind == "error":
+            message = fault.message or _fault_message(fault.code, rpc, path, query)
+            details = _error_details(fault.code, rpc)
+            answer = ApiError(fault.code, message, fault.status, details).to_json()
+            record(fault.code, answer)
+            handler.reply(fault.code, answer)
+            return
+
+        try:
+            if rpc is None:
+                raise ApiError(404, f"No Cloud Run Admin API v2 method for {method} {path}.")
+            status, answer = 200, self._call(rpc, params, query, body_json, body)
+        except ApiError as exc:
+            status, answer = exc.code, exc.to_json()
+
+        if fault is not None and fault.kind == "timeout":
+            record(status, answer, dropped=fault.drop)
+            self._stopping.wait(fault.seconds)
+            if fault.drop or self._stopping.is_set():
+                handler.drop()
+                return
+        else:
+            record(status, answer)
+            if fault is not None and fault.kind == "delay":
+                self._stopping.wait(fault.seconds)
+        handler.reply(status, answer)
+
+    def _call(
+        self,
+        rpc: str,
+        params: dict[str, str],
+        query: dict[str, str],
+        body: Any,
+        raw_body: bytes,
+    ) -> dict[str, Any]:
+        if raw_body.strip() and body is None:
+            raise ApiError(400, "Invalid JSON payload received.")
+        if body is not None and not isinstance(body, dict):
+            raise ApiError(400, "Invalid JSON payload received: not an object.")
+        body = body or {}
+        parent = f"projects/{params['project']}/locations/{params['location']}"
+        validate_only = query.get("validateOnly", "").lower() == "true"
+        with self._lock:
+            now = self._clock()
+            if rpc == "CreateJob":
+                job_id = query.get("jobId", "")
+                return self._create_job(parent, params, job_id, body, now, validate_only)
+            if rpc == "ListJobs":
+                jobs = [j for j in self._jobs.values() if j.name.startswith(parent + "/jobs/")]
+                return _page([self._job_view(j, now) for j in jobs], query, "jobs")
+            if rpc == "GetOperation":
+                return self._operation_view(self._get_operation(parent, params), now)
+            if rpc == "DeleteOperation":
+                del self._operations[self._get_operation(parent, params).name]
+                return {}
+            if rpc == "ListOperations":
+                found = [
+                    self._operation_view(op, now)
+                    for op in self._operations.values()
+                    if op.name.startswith(parent + "/operations/")
+                ]
+                return _page(found, query, "operations")
+            job = self._get_job(f"{parent}/jobs/{params['job']}")
+            if rpc == "GetJob":
+                return self._job_view(job, now)
+            if rpc == "DeleteJob":
+                if validate_only:
+                    return self._operation_view(self._operation(parent, job, now), now)
+                return self._delete_job(job, now)
+            if rpc == "RunJob":
+                overrides = body.get("overrides") or {}
+                if body.get("validateOnly"):
+                    self._apply_overrides(job, overrides)
+                    return {"name": f"{parent}/operations/{uuid.uuid4()}", "done": True}
+                execution = self._new_execution(job, None, overrides, now)
+                wait = "end" if self.operations_track_executions else "none"
+                op = self._operation(parent, execution, now, wait=wait, execution=execution)
+                return self._operation_view(op, now)
+            if rpc == "ListExecutions":
+                found = sorted(job.executions.values(), key=lambda e: -e.created_at)
+                return _page([self._execution_view(e, now) for e in found], query, "executions")
+            execution = job.executions.get(params["execution"])
+            if execution is None:
+                raise _not_found(f"{job.name}/executions/{params['execution']}")
+            if rpc == "GetExecution":
+                return self._execution_view(execution, now)
+            if rpc == "CancelExecution":
+                if execution.phase(now) in TERMINAL:
+                    raise ApiError(
+                        400,
+                        f"Execution {execution.execution_id} has already completed and cannot "
+                        "be cancelled.",
+                        "FAILED_PRECONDITION",
+                    )
+                if not (validate_only or body.get("validateOnly")):
+                    _cancel(execution, now)
+                return self._operation_view(self._operation(parent, execution, now), now)
+            if rpc == "DeleteExecution":
+                if not (validate_only or body.get("validateOnly")):
+                    self._delete_execution(execution, now)
+                return self._operation_view(self._operation(parent, execution, now), now)
+        raise ApiError(501, f"{rpc} is not implemented by the emulator.")  # pragma: no cover
+
+    # -- API methods ---------------------------------------------------------------------
+
+    def _get_job(self, name: str) -> _Job:
+        job = self._jobs.get(name)
+        if job is None:
+            raise _not_found(name)
+        return job
+
+    def _get_operation(self, parent: str, params: Mapping[str, str]) -> _Operation:
+        name = f"{parent}/operations/{params['operation']}"
+        op = self._operations.get(name)
+        if op is None:
+            raise _not_found(name)
+        return op
+
+    def _create_job(
+        self,
+        parent: str,
+        params: Mapping[str, str],
+        job_id: str,
+        body: dict[str, Any],
+        now: float,
+        validate_only: bool,
+    ) -> dict[str, Any]:
+        if not job_id:
+            raise ApiError(400, "The request has errors: job_id is required.")
+        if not JOB_ID.match(job_id):
+            raise ApiError(
+                400,
+                f"Invalid job id '{job_id}': it must use only lowercase letters, digits and "
+                "hyphens, begin with a letter, not end with a hyphen, and be at most 63 "
+                "characters long.",
+            )
+        name = f"{parent}/jobs/{job_id}"
+        spec = {key: copy.deepcopy(body[key]) for key in _JOB_INPUT_FIELDS if key in body}
+        spec["template"] = _job_template(spec.get("template"))
+        token = spec.get("startExecutionToken") or spec.get("runExecutionToken")
+        if token is not None:
+            if not EXECUTION_TOKEN.match(token):
+                raise ApiError(
+                    400,
+                    f"Invalid execution token '{token}': it must use only lowercase letters, "
+                    "digits and hyphens, and begin and end with a letter or digit.",
+                )
+            if len(job_id) + len(token) >= 63:
+                raise ApiError(
+                    400,
+                    f"The sum of job name and execution token length must be fewer than 63 "
+                    f"characters; '{job_id}' and '{token}' have {len(job_id) + len(token)}.",
+                )
+        if name in self._jobs:
+            raise ApiError(409, f"Resource '{name}' already exists.")
+        job = _Job(
+            name=name,
+            project=params["project"],
+            location=params["location"],
+            job_id=job_id,
+            uid=str(uuid.uuid4()),
+            created_at=now,
+            spec=spec,
+        )
+        if validate_only:
+            # Nothing is stored and nothing started; the operation is not kept either.
+            view = self._job_view(job, now)
+            return {
+                "name": f"{parent}/operations/{uuid.uuid4()}",
+                "metadata": {"@type": JOB_TYPE, **view},
+                "done": True,
+                "response": {"@type": JOB_TYPE, **view},
+            }
+        self._jobs[name] = job
+        execution: _Execution | None = None
+        wait: Literal["none", "start", "end"] = "none"
+        if token is not None:
+            execution = self._new_execution(job, token, {}, now)
+            if self.operations_track_executions:
+                wait = "start" if spec.get("startExecutionToken") else "end"
+        op = self._operation(parent, job, now, wait=wait, execution=execution)
+        job.create_operation = op
+        return self._operation_view(op, now)
+
+    def _delete_job(self, job: _Job, now: float) -> dict[str, Any]:
+        for execution in list(job.executions.values()):
+            self._delete_execution(execution, now)
+        job.deleted_at = now
+        del self._jobs[job.name]
+        parent = f"projects/{job.project}/locations/{job.location}"
+        return self._operation_view(self._operation(parent, job, now), now)
+
+    def _delete_execution(self, execution: _Execution, now: float) -> None:
+        if execution.phase(now) not in TERMINAL:
+            _cancel(execution, now)
+        execution.deleted_at = now
+        execution.job.executions.pop(execution.execution_id, None)
+        self._executions.pop(execution.name, None)
+
+    def _apply_overrides(self, job: _Job, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The ExecutionTemplate of `job` with RunJob `overrides` applied."""
+        template = copy.deepcopy(job.spec["template"])
+        task_template = template["template"]
+        containers = task_template.get("containers", [])
+        for override in overrides.get("containerOverrides", []) or []:
+            wanted = override.get("name", "")
+            if wanted:
+                targets = [c for c in containers if c.get("name") == wanted]
+            else:
+                targets = containers[:1] if len(containers) == 1 else []
+            if not targets:
+                raise ApiError(
+                    400, f"Container override for '{wanted}' matches no container of the job."
+                )
+            container = targets[0]
+            if override.get("clearArgs"):
+                container.pop("args", None)
+            if override.get("args"):
+                container["args"] = list(override["args"])
+            env = list(container.get("env", []))
+            for variable in override.get("env", []) or []:
+                env = [v for v in env if v.get("name") != variable.get("name")] + [variable]
+            if env:
+                container["env"] = env
+        if overrides.get("taskCount"):
+            if int(overrides["taskCount"]) < 1:
+                raise ApiError(400, "overrides.taskCount must be at least 1.")
+            template["taskCount"] = int(overrides["taskCount"])
+        if overrides.get("timeout"):
+            task_template["timeout"] = overrides["timeout"]
+        return template
+
+    def _new_execution(
+        self, job: _Job, token: str | None, overrides: Mapping[str, Any], now: float
+    ) -> _Execution:
+        template = self._apply_overrides(job, overrides)
+        if token is None:
+            while True:
+                alphabet = string.ascii_lowercase + string.digits
+                suffix = "".join(self._rng.choice(alphabet) for _ in range(5))
+                if suffix and f"{job.job_id}-{suffix}" not in job.executions:
+                    break
+            execution_id = f"{job.job_id}-{suffix}"
+        else:
+            execution_id = f"{job.job_id}-{token}"
+        plan = self._plan_for(job.job_id, execution_id)
+        task_template = template["template"]
+        task_count = int(template.get("taskCount") or 1)
+        start_at = now + plan.start_seconds
+        execution = _Execution(
+            name=f"{job.name}/executions/{execution_id}",
+            execution_id=execution_id,
+            job=job,
+            uid=str(uuid.uuid4()),
+            created_at=now,
+            start_at=start_at,
+            end_at=None if plan.outcome == "manual" else start_at + plan.run_seconds,
+            final="succeeded" if plan.outcome == "manual" else plan.outcome,
+            message=plan.message,
+            run_seconds=plan.run_seconds,
+            task_count=task_count,
+            parallelism=int(template.get("parallelism") or task_count),
+            max_retries=int(task_template.get("maxRetries", 3)),
+            template=task_template,
+            labels=dict(template.get("labels", {})),
+            annotations=dict(template.get("annotations", {})),
+        )
+        job.executions[execution_id] = execution
+        job.execution_count += 1
+        job.latest = execution
+        self._executions[execution.name] = execution
+        return execution
+
+    def _operation(
+        self,
+        parent: str,
+        target: _Job | _Execution,
+        now: float,
+        *,
+        wait: Literal["none", "start", "end"] = "none",
+        execution: _Execution | None = None,
+    ) -> _Operation:
+        op = _Operation(
+            name=f"{parent}/operations/{uuid.uuid4()}",
+            target=target,
+            created_at=now,
+            min_done_at=now + self.operation_seconds,
+            wait=wait,
+            execution=execution,
+        )
+        self._operations[op.name] = op
+        return op
+
+    # -- views ---------------------------------------------------------------------------
+
+    def _operation_state(self, op: _Operation, now: float) -> tuple[bool, dict[str, Any] | None]:
+        """(done, error) of an operation at `now`."""
+        if now < op.min_done_at:
+            return False, None
+        execution = op.execution
+        if op.wait == "none" or execution is None:
+            return True, None
+        phase = execution.phase(now)
+        if op.wait == "start" and phase == "pending":
+            return False, None
+        if op.wait == "end" and phase not in TERMINAL:
+            return False, None
+        if phase == "failed" and (op.wait == "end" or execution.started_at(now) is None):
+            message = _failure_message(execution)
+            return True, {"code": FAILED_PRECONDITION_CODE, "message": message}
+        return True, None
+
+    def _operation_view(self, op: _Operation, now: float) -> dict[str, Any]:
+        if isinstance(op.target, _Job):
+            type_url, resource = JOB_TYPE, self._job_view(op.target, now)
+        else:
+            type_url, resource = EXECUTION_TYPE, self._execution_view(op.target, now)
+        done, error = self._operation_state(op, now)
+        view: dict[str, Any] = {"name": op.name, "metadata": {"@type": type_url, **resource}}
+        if done:
+            view["done"] = True
+            if error is not None:
+                view["error"] = error
+            else:
+                view["response"] = {"@type": type_url, **resource}
+        return view
+
+    def _job_view(self, job: _Job, now: float) -> dict[str, Any]:
+        spec = job.spec
+        view: dict[str, Any] = {
+            "name": job.name,
+            "uid": job.uid,
+            "generation": "1",
+        }
+        for key in ("labels", "annotations"):
+            if spec.get(key):
+                view[key] = dict(spec[key])
+        created = _timestamp(job.created_at)
+        view.update(
+            {
+                "createTime": created,
+                "updateTime": created,
+                "creator": CREATOR,
+                "lastModifier": CREATOR,
+            }
+        )
+        for key in ("client", "clientVersion", "binaryAuthorization"):
+            if spec.get(key):
+                view[key] = copy.deepcopy(spec[key])
+        view["launchStage"] = spec.get("launchStage") or "GA"
+        view["template"] = copy.deepcopy(spec["template"])
+        view["observedGeneration"] = "1"
+        ready_state, ready_message, ready_at = "CONDITION_SUCCEEDED", "", job.created_at
+        if job.create_operation is not None:
+            done, error = self._operation_state(job.create_operation, now)
+            if not done:
+                ready_state = "CONDITION_RECONCILING"
+            elif error is not None:
+                ready_state, ready_message = "CONDITION_FAILED", error["message"]
+        condition: dict[str, Any] = {"type": "Ready", "state": ready_state}
+        if ready_message:
+            condition["message"] = ready_message
+        condition["lastTransitionTime"] = _timestamp(ready_at)
+        view["terminalCondition"] = condition
+        if job.execution_count:
+            view["executionCount"] = job.execution_count
+        if job.latest is not None:
+            view["latestCreatedExecution"] = _execution_reference(job.latest, now)
+        if ready_state == "CONDITION_RECONCILING":
+            view["reconciling"] = True
+        for key in ("startExecutionToken", "runExecutionToken"):
+            if spec.get(key):
+                view[key] = spec[key]
+        if job.deleted_at is not None:
+            view["deleteTime"] = _timestamp(job.deleted_at)
+            view["expireTime"] = _timestamp(job.deleted_at + 30 * 24 * 3600)
+        view["etag"] = f'"{job.uid[:8]}/{job.execution_count}"'
+        return view
+
+    def _execution_view(self, execution: _Execution, now: float) -> dict[str, Any]:
+        job = execution.job
+        phase = execution.phase(now)
+        started = execution.started_at(now)
+        ended = execution.end_at if phase in TERMINAL else None
+        view: dict[str, Any] = {
+            "name": execution.name,
+            "uid": execution.uid,
+            "creator": CREATOR,
+            "generation": "1",
+        }
+        if execution.labels:
+            view["labels"] = dict(execution.labels)
+        if execution.annotations:
+            view["annotations"] = dict(execution.annotations)
+        view["createTime"] = _timestamp(execution.created_at)
+        if started is not None:
+            view["startTime"] = _timestamp(started)
+        if ended is not None:
+            view["completionTime"] = _timestamp(ended)
+        view["updateTime"] = _timestamp(ended or started or execution.created_at)
+        if execution.deleted_at is not None:
+            view["deleteTime"] = _timestamp(execution.deleted_at)
+            view["expireTime"] = _timestamp(execution.deleted_at + 30 * 24 * 3600)
+        view.update(
+            {
+                "launchStage": "GA",
+                "job": job.job_id,
+                "parallelism": execution.parallelism,
+                "taskCount": execution.task_count,
+                "template": copy.deepcopy(execution.template),
+            }
+        )
+        if phase not in TERMINAL:
+            view["reconciling"] = True
+        view["conditions"] = _conditions(execution, phase, now)
+        view["observedGeneration"] = "1"
+        tasks = execution.task_count
+        counts: dict[str, int] = {}
+        if phase == "running":
+            counts["runningCount"] = tasks
+        elif phase == "succeeded":
+            counts["succeededCount"] = tasks
+        elif phase == "failed":
+            counts["succeededCount"] = tasks - 1
+            counts["failedCount"] = 1
+            counts["retriedCount"] = execution.max_retries
+        elif phase == "cancelled":
+            counts["cancelledCount"] = tasks
+        view.update({key: value for key, value in counts.items() if value})
+        view["logUri"] = _log_uri(execution)
+        view["etag"] = f'"{execution.uid[:8]}/{phase}"'
+        return view
+
+    # -- control API ---------------------------------------------------------------------
+
+    def _control(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
+        parts = urlsplit(raw_path)
+        route = parts.path[len(CONTROL_PREFIX) :].strip("/")
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except ValueError:
+            return 400, {"error": "the body is not JSON"}
+        try:
+            if route == "" and method == "GET":
+                with self._lock:
+                    return 200, {
+                        "jobs": len(self._jobs),
+                        "executions": len(self._executions),
+                        "operations": len(self._operations),
+                        "faults": len(self._faults),
+                        "requests": len(self._requests),
+                    }
+            if route == "requests" and method == "GET":
+                found = self.requests(query.get("rpc"), query.get("method"))
+                return 200, [r.to_json() for r in found]
+            if route == "requests" and method == "DELETE":
+                self.clear_requests()
+                return 200, {"cleared": True}
+            if route == "reset" and method == "POST":
+                self.reset()
+                return 200, {"reset": True}
+            if route == "state" and method == "GET":
+                return 200, {"jobs": self.jobs(), "executions": self.executions()}
+            if route == "faults":
+                if method == "GET":
+                    return 200, {"faults": [f.to_json() for f in self.faults()]}
+                if method == "POST":
+                    if isinstance(payload, Mapping) and "faults" in payload:
+                        payload = payload["faults"]
+                    items = payload if isinstance(payload, list) else [payload]
+                    added = [self.add_fault(f) for f in [Fault.from_json(i) for i in items]]
+                    return 200, {"faults": [f.to_json() for f in added]}
+                if method == "DELETE":
+                    return 200, {"cleared": self.clear_faults()}
+            if route.startswith("faults/") and method == "DELETE":
+                fault_id = route.removeprefix("faults/")
+                if self.remove_fault(fault_id):
+                    return 200, {"removed": fault_id}
+                return 404, {"error": f"no fault {fault_id!r}"}
+            if route == "configure" and method == "POST":
+                if not isinstance(payload, Mapping):
+                    return 400, {"error": "the body must be a JSON object"}
+                self.configure(**payload)
+                return 200, {"configured": dict(payload)}
+            if route == "finish" and method == "POST":
+                if not isinstance(payload, Mapping) or "execution" not in payload:
+                    return 400, {"error": 'the body must be {"execution": ..., "outcome": ...}'}
+                return 200, self.finish_execution(**payload)
+        except KeyError as exc:
+            return 404, {"error": f"not found: {exc}"}
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+        return 404, {"error": f"no control route {method} {parts.path}"}
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:
+    for pattern, methods in ROUTES:
+        matched = pattern.match(path)
+        if matched and method in methods:
+            return methods[method], matched.groupdict()
+    return None, {}
+
+
+def _not_found(name: str) -> ApiError:
+    return ApiError(404, f"Resource '{name}' was not found")
+
+
+def _fault_message(code: int, rpc: str | None, path: str, query: Mapping[str, str]) -> str:
+    if code == 403 and rpc in PERMISSIONS:
+        resource = path.removeprefix("/v2/").rsplit(":", 1)[0]
+        if rpc == "CreateJob":
+            resource = f"{resource}/{query.get('jobId', '')}"
+        return (
+            f"Permission '{PERMISSIONS[rpc]}' denied on resource '{resource}' "
+            "(or it may not exist)."
+        )
+    return DEFAULT_MESSAGES.get(code, f"Error injected by the emulator ({code}).")
+
+
+def _error_details(code: int, rpc: str | None) -> list[dict[str, Any]]:
+    """The `google.rpc.ErrorInfo` Google attaches to quota and permission errors (the client
+    exposes it as `exc.reason`, `exc.domain` and `exc.metadata`)."""
+    if code == 429:
+        info = {
+            "reason": "RATE_LIMIT_EXCEEDED",
+            "domain": "googleapis.com",
+            "metadata": {"service": "run.googleapis.com", "consumer": f"projects/{PROJECT_NUMBER}"},
+        }
+    elif code == 403 and rpc in PERMISSIONS:
+        info = {
+            "reason": "IAM_PERMISSION_DENIED",
+            "domain": "iam.googleapis.com",
+            "metadata": {"permission": PERMISSIONS[rpc]},
+        }
+    else:
+        return []
+    return [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", **info}]
+
+
+def _job_template(template: Any) -> dict[str, Any]:
+    """The job's ExecutionTemplate with Cloud Run's defaults filled in; 400 when it has no
+    container with an image."""
+    template = copy.deepcopy(template) if isinstance(template, dict) else {}
+    task_template = template.setdefault("template", {})
+    containers = task_template.get("containers") or []
+    if not containers:
+        raise ApiError(400, "Job.template.template.containers: at least one container is required.")
+    for index, container in enumerate(containers):
+        if not container.get("image"):
+            raise ApiError(400, f"Job.template.template.containers[{index}].image: Required.")
+        container.setdefault("resources", {"limits": {"cpu": "1000m", "memory": "512Mi"}})
+    template.setdefault("taskCount", 1)
+    task_template.setdefault("maxRetries", 3)
+    task_template.setdefault("timeout", "600s")
+    task_template.setdefault(
+        "serviceAccount", f"{PROJECT_NUMBER}-compute@developer.gserviceaccount.com"
+    )
+    return template
+
+
+def _cancel(execution: _Execution, now: float) -> None:
+    if execution.start_at is not None and execution.start_at > now:
+        execution.start_at = None
+    execution.end_at = now
+    execution.final = "cancelled"
+
+
+def _failure_message(execution: _Execution) -> str:
+    return execution.message or f"Task {execution.execution_id}-task0 failed with exit code 1"
+
+
+def _conditions(execution: _Execution, phase: Phase, now: float) -> list[dict[str, Any]]:
+    created = _timestamp(execution.created_at)
+    started = execution.started_at(now)
+    start_time = _timestamp(started) if started is not None else created
+    end_time = _timestamp(execution.end_at) if execution.end_at is not None else created
+
+    def condition(kind: str, state: str, at: str, **extra: Any) -> dict[str, Any]:
+        return {"type": kind, "state": state, **extra, "lastTransitionTime": at}
+
+    if phase == "pending":
+        return [
+            condition("Completed", "CONDITION_PENDING", created),
+            condition(
+                "ResourcesAvailable",
+                "CONDITION_RECONCILING",
+                created,
+                message="Provisioning resources.",
+            ),
+            condition("Started", "CONDITION_PENDING", created),
+        ]
+    resources = condition("ResourcesAvailable", "CONDITION_SUCCEEDED", start_time)
+    started_condition = condition("Started", "CONDITION_SUCCEEDED", start_time)
+    if phase == "running":
+        completed = condition("Completed", "CONDITION_RECONCILING", start_time)
+        return [completed, resources, started_condition]
+    if phase == "succeeded":
+        seconds = (execution.end_at or now) - (started or execution.created_at)
+        completed = condition(
+            "Completed",
+            "CONDITION_SUCCEEDED",
+            end_time,
+            message=f"Execution completed successfully in {seconds:.2f}s.",
+        )
+        return [completed, resources, started_condition]
+    if phase == "failed":
+        completed = condition(
+            "Completed",
+            "CONDITION_FAILED",
+            end_time,
+            message=_failure_message(execution),
+            executionReason="NON_ZERO_EXIT_CODE",
+        )
+        found = [completed, resources, started_condition]
+        if execution.max_retries:
+            found.append(
+                condition(
+                    "Retry",
+                    "CONDITION_SUCCEEDED",
+                    end_time,
+                    message=f"Task was retried {execution.max_retries} time(s).",
+                )
+            )
+        return found
+    # Cancelled: before its start, it never got resources.
+    completed = condition(
+        "Completed",
+        "CONDITION_FAILED",
+        end_time,
+        message="The execution was cancelled.",
+        executionReason="CANCELLED",
+    )
+    if started is None:
+        return [
+            completed,
+            condition("ResourcesAvailable", "CONDITION_FAILED", end_time),
+            condition("Started", "CONDITION_FAILED", end_time),
+        ]
+    return [completed, resources, started_condition]
+
+
+def _execution_reference(execution: _Execution, now: float) -> dict[str, Any]:
+    phase = execution.phase(now)
+    reference: dict[str, Any] = {
+        "name": execution.execution_id,
+        "createTime": _timestamp(execution.created_at),
+    }
+    if phase in TERMINAL and execution.end_at is not None:
+        reference["completionTime"] = _timestamp(execution.end_at)
+    if execution.deleted_at is not None:
+        reference["deleteTime"] = _timestamp(execution.deleted_at)
+    reference["completionStatus"] = {
+        "pending": "EXECUTION_PENDING",
+        "running": "EXECUTION_RUNNING",
+        "succeeded": "EXECUTION_SUCCEEDED",
+        "failed": "EXECUTION_FAILED",
+        "cancelled": "EXECUTION_CANCELLED",
+    }[phase]
+    return reference
+
+
+def _log_uri(execution: _Execution) -> str:
+    job = execution.job
+    query = (
+        'resource.type="cloud_run_job"\n'
+        f'resource.labels.job_name="{job.job_id}"\n'
+        f'resource.labels.location="{job.location}"\n'
+        f'labels."run.googleapis.com/execution_name"="{execution.execution_id}"'
+    )
+    return (
+        f"https://console.cloud.google.com/logs/viewer?project={job.project}"
+        f"&advancedFilter={quote(query, safe='')}"
+    )
+
+
+def _page(items: list[dict[str, Any]], query: Mapping[str, str], key: str) -> dict[str, Any]:
+    """One page of a list answer (`pageSize`, `pageToken` = the offset of the page)."""
+    try:
+        size = int(query.get("pageSize") or 0)
+        offset = int(query.get("pageToken") or 0)
+    except ValueError:
+        raise ApiError(400, "Invalid pageSize or pageToken.") from None
+    if size < 0 or offset < 0:
+        raise ApiError(400, "Invalid pageSize or pageToken.")
+    end = offset + size if size else len(items)
+    answer: dict[str, Any] = {}
+    if items[offset:end]:
+        answer[key] = items[offset:end]
+    if end < len(items):
+        answer["nextPageToken"] = str(end)
+    return answer
+
+
+def _timestamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_or_none(body: bytes) -> Any:
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+# -- the HTTP side -------------------------------------------------------------------------
+
+
+class _EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], emulator: CloudRunEmulator) -> None:
+        self.emulator = emulator
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host's FQDN, which can stall on some resolvers.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_client_connections(self) -> None:
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keeps the client's connections open between calls, as requests expects.
+    protocol_version = "HTTP/1.1"
+    server: _EmulatorServer
+
+    def setup(self) -> None:
+        super().setup()
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.emulator.verbose:
+            super().log_message(format, *args)
+
+    def do_GET(self) -> None:
+        body = self._read_body()
+        route = urlsplit(self.path).path
+        if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
+            status, answer = self.server.emulator._control(self.command, self.path, body)
+            self.reply(status, answer)
+            return
+        self.server.emulator._serve(self, body)
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def reply(self, status: int, answer: Any) -> None:
+        payload = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            # The client gave up waiting (a held answer): nothing left to tell it.
+            self.close_connection = True
+
+    def drop(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+# -- standalone ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m skylane.testing.gcp",
+        description="Cloud Run Admin API v2 emulator (jobs, executions, operations). Prints its "
+        "URL, then serves until interrupted; control it under /emulator/.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: free)")
+    parser.add_argument("--start-seconds", type=float, default=1.0, help="pending -> running")
+    parser.add_argument("--run-seconds", type=float, default=5.0, help="running -> finished")
+    parser.add_argument("--outcome", choices=sorted(OUTCOMES), default="succeeded")
+    parser.add_argument(
+        "--operation-seconds", type=float, default=0.0, help="extra delay of every operation"
+    )
+    parser.add_argument(
+        "--forbidden-project",
+        action="append",
+        default=[],
+        metavar="PROJECT",
+        help="answer 403 PERMISSION_DENIED to every call on this project (repeatable)",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    emulator = CloudRunEmulator(
+        host=args.host,
+        port=args.port,
+        start_seconds=args.start_seconds,
+        run_seconds=args.run_seconds,
+        outcome=args.outcome,
+        operation_seconds=args.operation_seconds,
+        forbidden_projects=args.forbidden_project,
+        verbose=args.verbose,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    with emulator:
+        print(emulator.url, flush=True)
+        # A timed wait, so the signal handlers get to run promptly.
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
