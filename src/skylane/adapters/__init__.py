@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from skylane.adapters.base import Adapter, ProviderState, ProviderStatus, RunContext
+from skylane.adapters.cloud_run import CloudRunAdapter
 from skylane.adapters.ecs import EcsAdapter
 from skylane.adapters.process import ProcessAdapter
 
 ADAPTERS: dict[str, type[Adapter]] = {
     ProcessAdapter.provider: ProcessAdapter,
     EcsAdapter.provider: EcsAdapter,
+    CloudRunAdapter.provider: CloudRunAdapter,
 }
 
 
