@@ -68,22 +68,26 @@ import contextlib
 import http.client
 import json
 import random
-import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
 import httpx
+
+from skylane.testing.local_http import (
+    LocalHandler,
+    LocalService,
+    json_or_none,
+    serve_until_signalled,
+)
 
 Outcome = Literal["forwarded", "throttled", "error", "timeout", "upstream_error"]
 RuleKind = Literal["throttle", "error", "timeout_after_forward", "delay"]
@@ -310,13 +314,15 @@ class _FaultControls:
         )
 
 
-class FaultProxy(_FaultControls):
+class FaultProxy(_FaultControls, LocalService):
     """A fault-injecting reverse proxy in front of `upstream` (e.g. a moto_server endpoint),
     serving on `host`:`port` (a free port by default) from background threads.
 
     Use as a context manager (`with FaultProxy(url) as proxy: proxy.url`) or with
     `start()`/`stop()`. Rules and the call log are safe to change from any thread while calls
     go through."""
+
+    thread_name = "fault-proxy"
 
     def __init__(
         self,
@@ -331,73 +337,14 @@ class FaultProxy(_FaultControls):
         parts = urlsplit(upstream)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"upstream must be an http(s) URL, not {upstream!r}")
+        LocalService.__init__(self, host, port, verbose=verbose)
         self.upstream = upstream.rstrip("/")
         self._upstream_parts = parts
-        self.host = host
-        self._port = port
         self.upstream_timeout = upstream_timeout
-        self.verbose = verbose
         self._lock = threading.Condition()
         self._rules: list[FaultRule] = []
         self._calls: list[ProxiedCall] = []
         self._rng = random.Random(seed)
-        # Set on stop: wakes the handlers holding an answer back.
-        self._stopping = threading.Event()
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the proxy is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the proxy is not started")
-        return int(self._server.server_address[1])
-
-    def start(self) -> FaultProxy:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _ProxyServer((self.host, self._port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"fault-proxy:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: held answers are abandoned and open client connections closed."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_client_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -594,66 +541,21 @@ def _rule_with_fired(data: Mapping[str, Any]) -> FaultRule:
 # -- the HTTP side -------------------------------------------------------------------------
 
 
-class _ProxyServer(ThreadingHTTPServer):
-    daemon_threads = True
-    # Bursts of concurrent clients must not be refused by a short listen backlog.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], proxy: FaultProxy) -> None:
-        self.proxy = proxy
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall on some resolvers.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_client_connections(self) -> None:
-        # Keep-alive connections would otherwise outlive the proxy, served by daemon threads.
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps client connections open between calls, as botocore expects.
-    protocol_version = "HTTP/1.1"
-    server: _ProxyServer
+class _Handler(LocalHandler):
+    @property
+    def proxy(self) -> FaultProxy:
+        return cast(FaultProxy, self.server.service)
 
     def setup(self) -> None:
         super().setup()
-        # Headers and body go out in separate writes: without this, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every answer.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._upstream: http.client.HTTPConnection | None = None
-        self.server.track(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self.server.untrack(self.connection)
             if self._upstream is not None:
                 self._upstream.close()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.proxy.verbose:
-            super().log_message(format, *args)
 
     def do_GET(self) -> None:
         self._handle()
@@ -661,8 +563,8 @@ class _Handler(BaseHTTPRequestHandler):
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def _handle(self) -> None:
-        proxy = self.server.proxy
-        body = self._read_body()
+        proxy = self.proxy
+        body = self.read_body()
         route = urlsplit(self.path).path
         if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
             status, answer = proxy._control(self.command, self.path, body)
@@ -672,7 +574,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         received_at = time.time()
         operation = operation_name(self.headers, self.path, body)
-        request_json = _json_or_none(body)
+        request_json = json_or_none(body)
 
         def record(outcome: Outcome, status: int, response: Any, rule_id: str | None) -> None:
             # Logged before answering, so a client that got its answer always finds the call.
@@ -696,7 +598,7 @@ class _Handler(BaseHTTPRequestHandler):
             record(
                 "throttled" if rule.kind == "throttle" else "error",
                 rule.status,
-                _json_or_none(payload),
+                json_or_none(payload),
                 rule.id,
             )
             self._reply(rule.status, None, headers, payload)
@@ -711,7 +613,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(502, None, [("Content-Type", "application/json")], payload)
             return
 
-        response_json = _json_or_none(payload)
+        response_json = json_or_none(payload)
         if rule is not None and rule.kind == "timeout_after_forward":
             record("timeout", status, response_json, rule.id)
             proxy._hold(rule.seconds)
@@ -728,37 +630,22 @@ class _Handler(BaseHTTPRequestHandler):
             # The client gave up waiting (a held answer): nothing left to tell it.
             self.close_connection = True
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    # Trailers end with an empty line.
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
-
     def _upstream_connection(self) -> http.client.HTTPConnection:
         if self._upstream is None:
-            parts = self.server.proxy._upstream_parts
+            parts = self.proxy._upstream_parts
             connection_class = (
                 http.client.HTTPSConnection
                 if parts.scheme == "https"
                 else http.client.HTTPConnection
             )
             self._upstream = connection_class(
-                cast(str, parts.hostname), parts.port, timeout=self.server.proxy.upstream_timeout
+                cast(str, parts.hostname), parts.port, timeout=self.proxy.upstream_timeout
             )
         return self._upstream
 
     def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
         """Send the request upstream; (status, reason, headers to pass back, body)."""
-        proxy = self.server.proxy
+        proxy = self.proxy
         parts = proxy._upstream_parts
         path = parts.path.rstrip("/") + self.path
         listed = {
@@ -831,6 +718,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
+# The handler is defined after the service that names it.
+FaultProxy.handler_class = _Handler
+
+
 def operation_name(headers: Mapping[str, str] | Any, path: str, body: bytes) -> str | None:
     """The AWS operation of a request: after the dot of `X-Amz-Target` (JSON protocols), else
     the `Action` query or form parameter (query protocols); None if neither is there."""
@@ -874,15 +765,6 @@ def _aws_error(
         content_type = "application/json"
     body_json = json.dumps({"__type": rule.code, "message": rule.message})
     return [*headers, ("Content-Type", content_type)], body_json.encode()
-
-
-def _json_or_none(body: bytes) -> Any:
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 # -- rate limit checks ---------------------------------------------------------------------
@@ -977,17 +859,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy = FaultProxy(
         args.upstream, host=args.host, port=args.port, seed=args.seed, verbose=args.verbose
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with proxy:
+
+    def add_rules() -> None:
         for rule in rules:
             proxy.add_rule(rule)
-        print(proxy.url, flush=True)
-        # A timed wait, so the signal handlers get to run promptly.
-        while not stop.wait(0.5):
-            pass
-    return 0
+
+    return serve_until_signalled(proxy, add_rules)
 
 
 if __name__ == "__main__":

@@ -129,9 +129,7 @@ import fnmatch
 import json
 import random
 import re
-import signal
 import socket
-import socketserver
 import string
 import sys
 import threading
@@ -140,10 +138,15 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from skylane.testing.local_http import (
+    LocalHandler,
+    LocalService,
+    json_or_none,
+    serve_until_signalled,
+)
 
 Outcome = Literal["succeeded", "failed", "manual"]
 FaultKind = Literal["error", "timeout", "delay"]
@@ -447,7 +450,7 @@ class _Operation:
 # -- the emulator --------------------------------------------------------------------------
 
 
-class CloudRunEmulator:
+class CloudRunEmulator(LocalService):
     """A Cloud Run Admin API v2 emulator serving on `host`:`port` (a free port by default) from
     background threads. Use as a context manager (`with CloudRunEmulator() as emulator:
     emulator.url`) or with `start()`/`stop()`. State, configuration, faults and the request log
@@ -458,6 +461,8 @@ class CloudRunEmulator:
     (default True) makes CreateJob-with-token and RunJob operations wait for the execution the
     way Cloud Run's do; `forbidden_projects` answer 403 to every call; `clock` gives the time
     state transitions are computed from (`time.time` by default; tests may pass their own)."""
+
+    thread_name = "cloud-run-emulator"
 
     def __init__(
         self,
@@ -474,18 +479,13 @@ class CloudRunEmulator:
         clock: Callable[[], float] = time.time,
         verbose: bool = False,
     ) -> None:
-        self.host = host
-        self._port = port
-        self.verbose = verbose
+        LocalService.__init__(self, host, port, verbose=verbose)
         self._clock = clock
         self._initial_plan = ExecutionPlan(start_seconds, run_seconds, outcome, message)
         self.operation_seconds = float(operation_seconds)
         self.operations_track_executions = operations_track_executions
         self._initial_forbidden = tuple(forbidden_projects)
         self._lock = threading.Condition(threading.RLock())
-        self._stopping = threading.Event()
-        self._server: _EmulatorServer | None = None
-        self._thread: threading.Thread | None = None
         self._rng = random.Random()
         self._init_state()
 
@@ -501,59 +501,6 @@ class CloudRunEmulator:
             self._requests: list[ReceivedRequest] = []
             for project in self._initial_forbidden:
                 self.forbid_project(project)
-
-    # -- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the emulator is not started")
-        return int(self._server.server_address[1])
-
-    def start(self) -> CloudRunEmulator:
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        self._server = _EmulatorServer((self.host, self._port), self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"cloud-run-emulator:{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: held answers are abandoned and open client connections closed."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        server.close_client_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> CloudRunEmulator:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def reset(self) -> None:
         """Forget jobs, executions, operations, faults, configuration and the request log."""
@@ -871,7 +818,7 @@ class CloudRunEmulator:
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         method = handler.command.upper()
         received_at = self._clock()
-        body_json = _json_or_none(body)
+        body_json = json_or_none(body)
         rpc, params = _route(method, path)
         fault = self._decide(rpc, method, path)
 
@@ -1595,96 +1542,24 @@ def _timestamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json_or_none(body: bytes) -> Any:
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
 # -- the HTTP side -------------------------------------------------------------------------
 
 
-class _EmulatorServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], emulator: CloudRunEmulator) -> None:
-        self.emulator = emulator
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind resolves the host's FQDN, which can stall on some resolvers.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_client_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps the client's connections open between calls, as requests expects.
-    protocol_version = "HTTP/1.1"
-    server: _EmulatorServer
-
-    def setup(self) -> None:
-        super().setup()
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.untrack(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.emulator.verbose:
-            super().log_message(format, *args)
+class _Handler(LocalHandler):
+    @property
+    def emulator(self) -> CloudRunEmulator:
+        return cast(CloudRunEmulator, self.server.service)
 
     def do_GET(self) -> None:
-        body = self._read_body()
+        body = self.read_body()
         route = urlsplit(self.path).path
         if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
-            status, answer = self.server.emulator._control(self.command, self.path, body)
+            status, answer = self.emulator._control(self.command, self.path, body)
             self.reply(status, answer)
             return
-        self.server.emulator._serve(self, body)
+        self.emulator._serve(self, body)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
 
     def reply(self, status: int, answer: Any) -> None:
         payload = json.dumps(answer).encode()
@@ -1702,6 +1577,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+
+# The handler is defined after the service that names it.
+CloudRunEmulator.handler_class = _Handler
 
 
 # -- standalone ----------------------------------------------------------------------------
@@ -1741,15 +1620,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         forbidden_projects=args.forbidden_project,
         verbose=args.verbose,
     )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    with emulator:
-        print(emulator.url, flush=True)
-        # A timed wait, so the signal handlers get to run promptly.
-        while not stop.wait(0.5):
-            pass
-    return 0
+    return serve_until_signalled(emulator)
 
 
 if __name__ == "__main__":
