@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skylane.adapters.base import split_command
+from skylane.adapters.template_values import short_repr, text, whole_number
 from skylane.errors import InvalidInput
 from skylane.security import MASK, is_secret_name
 
@@ -636,11 +637,11 @@ def parse_cpu(value: Any, *, field: str = "job_variables.cpu") -> str:
     millicpu = _millicpu(value, field)
     if millicpu < 80 or millicpu > 8000:
         raise InvalidInput(
-            f"cpu must be from 0.08 (80m) to 8 vCPUs, not {_short(value)}", field=field
+            f"cpu must be from 0.08 (80m) to 8 vCPUs, not {short_repr(value)}", field=field
         )
     if millicpu > 1000 and (millicpu % 1000 or millicpu // 1000 not in (2, 4, 6, 8)):
         raise InvalidInput(
-            f"above 1 vCPU, Cloud Run jobs take 2, 4, 6 or 8 vCPUs, not {_short(value)}",
+            f"above 1 vCPU, Cloud Run jobs take 2, 4, 6 or 8 vCPUs, not {short_repr(value)}",
             field=field,
         )
     if millicpu % 1000 == 0:
@@ -651,7 +652,7 @@ def parse_cpu(value: Any, *, field: str = "job_variables.cpu") -> str:
 def _millicpu(value: Any, field: str) -> int:
     problem = InvalidInput(
         f"cpu must be a number of vCPUs (1, 2, 4, 6, 8 or a fraction such as 0.5) or of "
-        f"millicpu such as 500m, not {_short(value)}",
+        f"millicpu such as 500m, not {short_repr(value)}",
         field=field,
     )
     if isinstance(value, bool):
@@ -670,7 +671,9 @@ def _millicpu(value: Any, field: str) -> int:
     whole, _, fraction = text.partition(".")
     fraction = fraction.rstrip("0")
     if len(fraction) > 3:
-        raise InvalidInput(f"cpu is set in steps of 0.001 vCPU, not {_short(value)}", field=field)
+        raise InvalidInput(
+            f"cpu is set in steps of 0.001 vCPU, not {short_repr(value)}", field=field
+        )
     return int(whole) * 1000 + int((fraction or "0").ljust(3, "0"))
 
 
@@ -682,13 +685,15 @@ def parse_memory(value: Any, *, field: str = "job_variables.memory") -> int:
     if match is None:
         raise InvalidInput(
             f"memory must be a size with a unit, such as 512Mi or 2Gi (Mi, Gi, M or G), "
-            f"not {_short(value)}",
+            f"not {short_repr(value)}",
             field=field,
         )
     factor = {"Mi": 2**20, "Gi": 2**30, "M": 10**6, "G": 10**9}[match.group(2)]
     size = int(match.group(1)) * factor
     if not 128 * 2**20 <= size <= 32 * 2**30:
-        raise InvalidInput(f"memory must be from 128Mi to 32Gi, not {_short(value)}", field=field)
+        raise InvalidInput(
+            f"memory must be from 128Mi to 32Gi, not {short_repr(value)}", field=field
+        )
     return size
 
 
@@ -717,7 +722,7 @@ def check_project(value: Any, *, field: str = "job_variables.project") -> str:
     if not isinstance(value, str) or not PROJECT_ID.match(value):
         raise InvalidInput(
             "project must be a Google Cloud project id (6 to 30 lowercase letters, digits "
-            f"and hyphens, starting with a letter) or number, not {_short(value)}",
+            f"and hyphens, starting with a letter) or number, not {short_repr(value)}",
             field=field,
         )
     return value
@@ -726,7 +731,7 @@ def check_project(value: Any, *, field: str = "job_variables.project") -> str:
 def check_region(value: Any, *, field: str = "job_variables.region") -> str:
     if not isinstance(value, str) or not REGION.match(value):
         raise InvalidInput(
-            f"region must be a Cloud Run region such as us-central1, not {_short(value)}",
+            f"region must be a Cloud Run region such as us-central1, not {short_repr(value)}",
             field=field,
         )
     return value
@@ -738,13 +743,13 @@ def check_labels(labels: Mapping[str, Any], *, field: str = "job_variables.label
     for key, value in labels.items():
         if not _label_text(key, key=True):
             raise InvalidInput(
-                f"label key {_short(key)} is not a Google Cloud label key: use 1 to 63 "
+                f"label key {short_repr(key)} is not a Google Cloud label key: use 1 to 63 "
                 "lowercase letters, digits, _ and -, starting with a lowercase letter",
                 field=field,
             )
         if not isinstance(value, str) or not _label_text(value, key=False):
             raise InvalidInput(
-                f"label {key!r}: the value {_short(value)} is not a Google Cloud label value: "
+                f"label {key!r}: the value {short_repr(value)} is not a Google Cloud label value: "
                 "use at most 63 lowercase letters, digits, _ and -",
                 field=field,
             )
@@ -806,7 +811,7 @@ def check_secret_ref(name: str, ref: Any, *, field: str) -> dict[str, str]:
     if not isinstance(version, str) or not version.strip().isdigit() or int(version) < 1:
         raise InvalidInput(
             f'{field}.version must be a pinned Secret Manager version number such as "3", '
-            f"not {_short(version)}",
+            f"not {short_repr(version)}",
             field=f"{field}.version",
         )
     return {"secret": secret, "version": str(int(version))}
@@ -887,7 +892,7 @@ def build_job_request(
     if stage is not None:
         if stage.upper() not in LAUNCH_STAGES:
             raise InvalidInput(
-                f"launch_stage must be one of {', '.join(LAUNCH_STAGES)}, not {_short(stage)}",
+                f"launch_stage must be one of {', '.join(LAUNCH_STAGES)}, not {short_repr(stage)}",
                 field="job_variables.launch_stage",
             )
         job["launchStage"] = stage.upper()
@@ -910,13 +915,15 @@ def build_job_request(
     if annotations:
         template["annotations"] = annotations
     task_count = execution.get("taskCount", 1)
-    if _int(task_count, f"{_EXECUTION}.taskCount") != 1:
+    if whole_number(task_count, f"{_EXECUTION}.taskCount") != 1:
         raise InvalidInput(
             "a run executes as one task: taskCount must be 1", field=f"{_EXECUTION}.taskCount"
         )
     template["taskCount"] = 1
     if execution.get("parallelism") is not None:
-        template["parallelism"] = _int(execution["parallelism"], f"{_EXECUTION}.parallelism")
+        template["parallelism"] = whole_number(
+            execution["parallelism"], f"{_EXECUTION}.parallelism"
+        )
     timeout = _timeout(config, task)
     template["template"] = _task_template(
         config,
@@ -985,7 +992,7 @@ def _task_template(
         result["volumes"] = volumes
 
     retries = task.get("maxRetries", DEFAULT_MAX_RETRIES)
-    retries = _int(retries, "job_variables.max_retries")
+    retries = whole_number(retries, "job_variables.max_retries")
     if retries > MAX_RETRIES:
         raise InvalidInput(
             f"max_retries must be from 0 to {MAX_RETRIES}, not {retries}",
@@ -999,7 +1006,7 @@ def _task_template(
         if not SERVICE_ACCOUNT.match(account):
             raise InvalidInput(
                 "service_account_name must be a service account email such as "
-                f"flows@my-project.iam.gserviceaccount.com, not {_short(account)}",
+                f"flows@my-project.iam.gserviceaccount.com, not {short_repr(account)}",
                 field="job_variables.service_account_name",
             )
         result["serviceAccount"] = account
@@ -1105,9 +1112,9 @@ def _env(
             ref_where = f"{item_where}.valueSource.secretKeyRef"
             secret[name] = check_secret_ref(name, source.get("secretKeyRef"), field=ref_where)
         else:
-            plain[name] = _text(item.get("value", ""))
+            plain[name] = text(item.get("value", ""))
     for name, value in _dict(config.get("env"), "job_variables.env").items():
-        plain[_env_name(name, f"job_variables.env.{name}")] = _text(value)
+        plain[_env_name(name, f"job_variables.env.{name}")] = text(value)
     refs = _dict(config.get("env_from_secrets"), "job_variables.env_from_secrets")
     for name, ref in refs.items():
         where_ref = f"job_variables.env_from_secrets.{name}"
@@ -1127,7 +1134,7 @@ def _env(
 def _env_name(name: Any, field: str) -> str:
     if not isinstance(name, str) or not name or "=" in name or len(name) > 32768:
         raise InvalidInput(
-            f"environment variable name {_short(name)} is not valid (non-empty, without '=')",
+            f"environment variable name {short_repr(name)} is not valid (non-empty, without '=')",
             field=field,
         )
     return name
@@ -1143,7 +1150,7 @@ def _timeout(config: dict[str, Any], task: dict[str, Any]) -> int:
         return CLOUD_RUN_DEFAULT_TIMEOUT_SECONDS
     if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+s?\s*", value):
         value = int(value.strip().rstrip("s"))
-    seconds = _int(value, "job_variables.timeout")
+    seconds = whole_number(value, "job_variables.timeout")
     if not 1 <= seconds <= MAX_TIMEOUT_SECONDS:
         raise InvalidInput(
             f"timeout must be from 1 to {MAX_TIMEOUT_SECONDS} seconds (168 hours), not {seconds}",
@@ -1169,7 +1176,7 @@ def _vpc_access(value: Any, project: str | None, region: str) -> dict[str, Any]:
         else:
             raise InvalidInput(
                 "vpc_connector_name must be a connector name or "
-                f"projects/PROJECT/locations/REGION/connectors/NAME, not {_short(connector)}",
+                f"projects/PROJECT/locations/REGION/connectors/NAME, not {short_repr(connector)}",
                 field="job_variables.vpc_connector_name",
             )
     interfaces = vpc.get("networkInterfaces") or []
@@ -1196,7 +1203,7 @@ def _vpc_access(value: Any, project: str | None, region: str) -> dict[str, Any]:
     if egress is not None:
         if egress not in VPC_EGRESS:
             raise InvalidInput(
-                f"vpc_egress must be one of {', '.join(VPC_EGRESS)}, not {_short(egress)}",
+                f"vpc_egress must be one of {', '.join(VPC_EGRESS)}, not {short_repr(egress)}",
                 field="job_variables.vpc_egress",
             )
         if not result:
@@ -1217,7 +1224,7 @@ def _interface(value: dict[str, Any], where: str) -> dict[str, Any]:
         if not (NETWORK_NAME.match(network) or NETWORK_PATH.match(network)):
             raise InvalidInput(
                 "vpc_network must be a VPC network name or projects/PROJECT/global/networks/"
-                f"NAME, not {_short(network)}",
+                f"NAME, not {short_repr(network)}",
                 field="job_variables.vpc_network",
             )
         result["network"] = network
@@ -1226,7 +1233,7 @@ def _interface(value: dict[str, Any], where: str) -> dict[str, Any]:
         if not (NETWORK_NAME.match(subnetwork) or SUBNETWORK_PATH.match(subnetwork)):
             raise InvalidInput(
                 "vpc_subnetwork must be a subnetwork name or projects/PROJECT/regions/REGION/"
-                f"subnetworks/NAME, not {_short(subnetwork)}",
+                f"subnetworks/NAME, not {short_repr(subnetwork)}",
                 field="job_variables.vpc_subnetwork",
             )
         result["subnetwork"] = subnetwork
@@ -1329,7 +1336,7 @@ def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
     kind = _opt_str(body.get("kind"))
     if kind is not None and kind != "Job":
         raise InvalidInput(
-            f"job_body.kind must be 'Job', not {_short(kind)}", field=f"{where}.kind"
+            f"job_body.kind must be 'Job', not {short_repr(kind)}", field=f"{where}.kind"
         )
     metadata = _dict(body.get("metadata"), f"{where}.metadata")
     _check_keys(metadata, ("name", "namespace", "annotations", "labels"), f"{where}.metadata")
@@ -1470,14 +1477,6 @@ def _opt_str(value: Any) -> str | None:
     return str(value).strip() or None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
 def _dict(value: Any, field: str) -> dict[str, Any]:
     if not _present(value):
         return {}
@@ -1499,29 +1498,11 @@ def _check_keys(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> 
         )
 
 
-def _int(value: Any, field: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidInput(
-            f"{field.rsplit('.', 1)[-1]} must be a whole number, not {_short(value)}",
-            field=field,
-        )
-    return value
-
-
 def _bool(value: Any, field: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise InvalidInput(
-        f"{field.rsplit('.', 1)[-1]} must be true or false, not {_short(value)}", field=field
+        f"{field.rsplit('.', 1)[-1]} must be true or false, not {short_repr(value)}", field=field
     )
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:59] + "…"

@@ -55,6 +55,7 @@ from skylane.adapters.base import (
     RunContext,
     split_command,
 )
+from skylane.adapters.template_values import text, whole_number
 from skylane.errors import (
     CapacityError,
     InvalidInput,
@@ -323,14 +324,6 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
 def _dict(value: Any, variable: str) -> dict[str, Any]:
     if _is_absent(value):
         return {}
@@ -343,7 +336,7 @@ def _dict(value: Any, variable: str) -> dict[str, Any]:
 
 
 def _str_map(value: Any, variable: str) -> dict[str, str]:
-    return {str(k): _text(v) for k, v in _dict(value, variable).items() if v is not None}
+    return {str(k): text(v) for k, v in _dict(value, variable).items() if v is not None}
 
 
 def _pairs(value: Any, variable: str, key_field: str, what: str) -> list[tuple[str, str]]:
@@ -352,7 +345,7 @@ def _pairs(value: Any, variable: str, key_field: str, what: str) -> list[tuple[s
     if _is_absent(value):
         return []
     if isinstance(value, dict):
-        return [(str(k), _text(v)) for k, v in value.items() if v is not None]
+        return [(str(k), text(v)) for k, v in value.items() if v is not None]
     if isinstance(value, list):
         pairs = []
         for item in value:
@@ -362,7 +355,7 @@ def _pairs(value: Any, variable: str, key_field: str, what: str) -> list[tuple[s
                     field=f"job_variables.{variable}",
                 )
             if item.get("value") is not None:
-                pairs.append((str(item[key_field]), _text(item["value"])))
+                pairs.append((str(item[key_field]), text(item["value"])))
         return pairs
     raise InvalidInput(
         f"{variable} must be an object of {what} to values", field=f"job_variables.{variable}"
@@ -415,16 +408,7 @@ def _tags(*layers: list[tuple[str, str]], variable: str = "labels") -> list[dict
 
 
 def _int(value: Any, variable: str, minimum: int = 0) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(
-            f"{variable} must be a whole number of at least {minimum}",
-            field=f"job_variables.{variable}",
-        )
-    return value
+    return whole_number(value, f"job_variables.{variable}", minimum=minimum)
 
 
 def _capacity_strategy(value: Any) -> list[dict[str, Any]]:
