@@ -20,6 +20,7 @@ from skylane.services.scheduler import Scheduler, timetable_for
 from skylane.settings import Settings
 from skylane.store.repository import Store
 
+EXPRESSION_FIELDS = frozenset({"cron", "interval_seconds", "rrule"})
 # How many upcoming times the API shows per schedule.
 NEXT_TIMES = 5
 
@@ -119,20 +120,13 @@ def update_schedule(
 ) -> Schedule:
     current = store.schedules.get(schedule_id)
     changes = body.model_dump(exclude_unset=True)
-    merged = {
-        key: getattr(current, key)
-        for key in ScheduleCreate.model_fields
-        if key not in ("cron", "interval_seconds", "rrule")
-    }
-    if {"cron", "interval_seconds", "rrule"} & changes.keys():
+    merged = {key: getattr(current, key) for key in ScheduleCreate.model_fields}
+    if EXPRESSION_FIELDS & changes.keys():
         # A new expression replaces the old one, whichever kind it was.
-        expression = {k: changes.get(k) for k in ("cron", "interval_seconds", "rrule")}
-    else:
-        expression = {k: getattr(current, k) for k in ("cron", "interval_seconds", "rrule")}
-    merged.update(expression)
-    merged.update({k: v for k, v in changes.items() if k not in expression})
-    new_kind = next((k for k in ("cron", "interval_seconds", "rrule") if merged.get(k)), None)
-    if "anchor" not in changes and (new_kind != _kind_field(current) or "timezone" in changes):
+        merged.update(dict.fromkeys(EXPRESSION_FIELDS))
+    merged.update(changes)
+    kind_changed = _expression_field(merged) != _expression_field(current.model_dump())
+    if "anchor" not in changes and (kind_changed or "timezone" in changes):
         merged["anchor"] = None  # the default is worked out again for the new kind or zone
     deployment = store.get_deployment(current.deployment_id)
     fields = checked_fields(deployment, ScheduleCreate(**merged))
@@ -141,8 +135,8 @@ def update_schedule(
     return with_next_times(schedule)
 
 
-def _kind_field(schedule: Schedule) -> str:
-    return {"cron": "cron", "interval": "interval_seconds", "rrule": "rrule"}[schedule.kind]
+def _expression_field(fields: dict[str, Any]) -> str | None:
+    return next((name for name in sorted(EXPRESSION_FIELDS) if fields.get(name)), None)
 
 
 def delete_schedule(store: Store, schedule_id: uuid.UUID) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +78,6 @@ class FillResult:
     # Schedules changed (or filled by another replica) since they were read: left for the
     # next pass.
     schedules_stale: int = 0
-    created_by_schedule: dict[uuid.UUID, int] = field(default_factory=dict)
 
 
 def _schedule(row: ScheduleRow) -> Schedule:
@@ -271,13 +270,6 @@ class ScheduleStore:
                 for row in s.execute(query)
             ]
 
-    def next_fill_time(self) -> datetime | None:
-        """The earliest time any active schedule needs a fill (how long a scheduler may sleep)."""
-        with self._store._session() as s:
-            return s.scalar(
-                sa.select(sa.func.min(ScheduleRow.next_fill_at)).where(ScheduleRow.active.is_(True))
-            )
-
     def fill(self, fills: list[Fill]) -> FillResult:
         """Create the runs of `fills` and move each schedule's cursor, in one transaction.
 
@@ -321,9 +313,6 @@ class ScheduleStore:
                 _run_values(planned, when, now) for planned in accepted for when in planned.times
             ]
             created = self._insert_runs(s, runs, now)
-            for _, schedule_id in created:
-                counts = result.created_by_schedule
-                counts[schedule_id] = counts.get(schedule_id, 0) + 1
             result.runs_created = len(created)
             result.schedules_filled = len(accepted)
             if accepted:
