@@ -187,6 +187,9 @@ class Run(_Model):
     parameters: dict[str, Any] = Field(default_factory=dict)
     job_variables: dict[str, Any] = Field(default_factory=dict)
     scheduled_time: datetime
+    # A run whose submission is to be tried again (throttled, capacity, a 5xx) is not
+    # submitted before this time.
+    not_before: datetime | None = None
     schedule_id: uuid.UUID | None = None
     created_at: datetime
     updated_at: datetime

@@ -50,6 +50,10 @@ class RetryPolicy:
     capacity_cap: float = 600.0
     # Whole-call deadline for `call`: no new try starts after it, and no sleep crosses it.
     deadline: float | None = 60.0
+    # Longest sleep `call` takes between tries. A longer wait (a 30 s Retry-After) is handed
+    # back to the caller, so a dispatcher frees its claim and comes back at the retry time
+    # instead of holding a thread and a lease while it waits.
+    longest_sleep: float | None = 10.0
     retry_capacity: bool = False
     retry_quota: bool = False
 
@@ -94,8 +98,11 @@ class RetryPolicy:
         def stop(state: RetryCallState) -> bool:
             if stop_after_attempt(max(1, self.attempts))(state):
                 return True
-            # Stop rather than sleep past the deadline (the sleep is wait(state)).
+            # Stop rather than sleep past the deadline, or longer than a caller should block
+            # (the sleep is wait(state)).
             upcoming = state.upcoming_sleep or 0.0
+            if self.longest_sleep is not None and upcoming > self.longest_sleep:
+                return True
             return upcoming >= remaining()
 
         def before_sleep(state: RetryCallState) -> None:

@@ -7,6 +7,7 @@ claim renewal, wake-ups). Both databases; the provider is the fake one
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from skylane.errors import (
 )
 from skylane.models import Deployment, Run, RunState
 from skylane.rate_limits import RateLimited, RateScope, TokenBucket
+from skylane.retries import RetryPolicy
 from skylane.services.dispatcher import Dispatcher
 from skylane.services.reconciler import Reconciler
 from skylane.services.wakeups import DispatchWakeups
@@ -339,3 +341,27 @@ def test_the_next_due_time_is_what_an_idle_dispatcher_sleeps_until(
     assert store.next_due_time(after=now) == soon
     store.update_pool("fake", {"paused": True})
     assert store.next_due_time(after=now) is None
+
+
+def test_a_provider_call_hands_a_long_retry_after_back_instead_of_sleeping() -> None:
+    calls: list[float] = []
+
+    def throttled() -> None:
+        calls.append(time.monotonic())
+        raise ThrottledError("slow down", retry_after=30.0)
+
+    policy = RetryPolicy(attempts=4, base=0.0, cap=0.01, longest_sleep=10.0)
+    with pytest.raises(ThrottledError):
+        policy.call(throttled)
+    assert len(calls) == 1  # raised after one try, not after a 30 s sleep
+
+    short: list[int] = []
+
+    def throttled_briefly() -> str:
+        short.append(1)
+        if len(short) < 3:
+            raise ThrottledError("slow down", retry_after=0.01)
+        return "done"
+
+    assert policy.call(throttled_briefly) == "done"  # short waits are still taken inside
+    assert len(short) == 3

@@ -104,6 +104,10 @@ def inspect(run_id: RunId, output_format: OutputOption = Output.TABLE) -> None:
                 ("parameters", run.parameters or None),
                 ("job variables", run.job_variables or None),
                 ("scheduled", run.scheduled_time),
+                (
+                    "next try",
+                    run.not_before if run.state == RunState.SCHEDULED and run.attempts else None,
+                ),
                 ("created", run.created_at),
                 ("started", run.started_at),
                 ("ended", run.ended_at),

@@ -142,6 +142,7 @@ def _run(row: RunRow, *, history: bool = True) -> Run:
         parameters=row.parameters,
         job_variables=row.job_variables,
         scheduled_time=row.scheduled_time,
+        not_before=row.not_before,
         schedule_id=row.schedule_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
