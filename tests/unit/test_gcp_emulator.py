@@ -1,6 +1,6 @@
 """The Cloud Run Admin API v2 emulator (`skylane.testing.gcp`), driven through the official
-`google-cloud-run` client over REST, pointed at it with an `http://` api_endpoint and anonymous
-credentials.
+`google-cloud-run` client over REST (and `google-cloud-logging` over HTTP for its logs), pointed
+at it with an `http://` api_endpoint and anonymous credentials.
 
 Over REST the client picks the exception class from the HTTP status alone, so a 409
 ALREADY_EXISTS is raised as `Conflict` (not its subclass `AlreadyExists`), a 429
@@ -9,11 +9,16 @@ RESOURCE_EXHAUSTED as `TooManyRequests`, a 400 INVALID_ARGUMENT as `BadRequest` 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,12 +26,16 @@ import pytest
 import requests
 
 pytest.importorskip("google.cloud.run_v2")
+pytest.importorskip("google.cloud.logging")
 
 from google.api_core import exceptions as gexc  # noqa: E402
 from google.api_core.client_options import ClientOptions  # noqa: E402
 from google.api_core.future.polling import DEFAULT_POLLING  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from google.cloud import logging as gcl  # noqa: E402
 from google.cloud import run_v2  # noqa: E402
+from google.cloud.logging_v2.entries import LogEntry  # noqa: E402
+from google.cloud.logging_v2.types import ListLogEntriesResponse  # noqa: E402
 from google.longrunning import operations_pb2  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 
@@ -119,6 +128,39 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextlib.contextmanager
+def standalone_server(*flags: str) -> Iterator[str]:
+    """`python -m skylane.testing.gcp` in a subprocess, its URL; it must exit 0 on SIGTERM."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "skylane.testing.gcp",
+            "--port",
+            "0",
+            "--start-seconds",
+            "0",
+            *flags,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
 
 
 def test_create_with_start_execution_token_starts_the_named_execution(
@@ -550,29 +592,12 @@ def test_concurrent_creates_of_one_id_make_one_job(
 
 
 def test_standalone_module_serves_until_terminated() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "skylane.testing.gcp", "--port", "0", "--start-seconds", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
+    with standalone_server() as url:
         standalone, _ = clients(url)
         with pytest.raises(gexc.NotFound):
             standalone.get_job(name=f"{PARENT}/jobs/nothing")
         assert create(standalone, "remote").name == f"{PARENT}/jobs/remote"
         assert httpx.get(f"{url}/emulator/").json()["jobs"] == 1
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
 
 
 def test_fault_rules_validate_their_fields() -> None:
@@ -586,3 +611,443 @@ def test_fault_rules_validate_their_fields() -> None:
     assert (fault.status, fault.method, fault.count) == ("RESOURCE_EXHAUSTED", "*", 1)
     assert fault.matches("RunJob", "POST", "/v2/x:run")
     assert not fault.matches("GetJob", "GET", "/v2/x")
+
+
+# -- containers run as processes, and their logs through Cloud Logging ----------------------
+
+SECRETS = {"api-key": "s3cr3t", "projects/p/secrets/db:2": "pw2"}
+SYSTEM_LOG = 'logName="projects/p/logs/run.googleapis.com%2Fvarlog%2Fsystem"'
+
+
+@pytest.fixture(scope="module")
+def runner_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CloudRunEmulator]:
+    workdir = tmp_path_factory.mktemp("workdir")
+    with CloudRunEmulator(
+        start_seconds=0.01, run_containers=True, workdir=workdir, secrets=SECRETS
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+def runner(runner_server: CloudRunEmulator) -> CloudRunEmulator:
+    runner_server.reset()  # also stops what the previous test left running
+    return runner_server
+
+
+def logging_client(url: str) -> gcl.Client:
+    return gcl.Client(
+        project="p",
+        credentials=AnonymousCredentials(),
+        _use_grpc=False,
+        client_options={"api_endpoint": url},
+    )
+
+
+def execution_logs(url: str, execution_id: str, *more: str) -> list[LogEntry]:
+    """The entries of one execution through the Logging client, oldest first; `more`
+    comparisons are added on lines of their own."""
+    filter_ = "\n".join([f'labels."run.googleapis.com/execution_name"="{execution_id}"', *more])
+    logs = logging_client(url)
+    return list(
+        logs.list_entries(resource_names=["projects/p"], filter_=filter_, order_by=gcl.ASCENDING)
+    )
+
+
+def run_python(
+    jobs: run_v2.JobsClient,
+    job_id: str,
+    code: str,
+    *,
+    env: Sequence[run_v2.EnvVar] = (),
+    timeout: timedelta | None = None,
+) -> str:
+    """Create job `job_id` running `python -c code`, started at once; its execution's name."""
+    job = a_job("t", command=["python", "-c", code])
+    job.template.template.containers[0].env.extend(env)
+    if timeout is not None:
+        job.template.template.timeout = timeout
+    jobs.create_job(parent=PARENT, job_id=job_id, job=job)
+    return execution_name(job_id, f"{job_id}-t")
+
+
+def secret_env(name: str, secret: str, version: str) -> run_v2.EnvVar:
+    selector = run_v2.SecretKeySelector(secret=secret, version=version)
+    return run_v2.EnvVar(name=name, value_source=run_v2.EnvVarSource(secret_key_ref=selector))
+
+
+def finished(executions: run_v2.ExecutionsClient, name: str) -> run_v2.Execution:
+    return wait_until(lambda: (e := executions.get_execution(name=name)).completion_time and e)
+
+
+def first_line(emulator: CloudRunEmulator, execution_id: str) -> str:
+    return wait_until(lambda: emulator.log_entries(execution_id))[0]["textPayload"]
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended: no such process, or a zombie (an orphan's zombie waits
+    for an init that, in some containers, never reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except ProcessLookupError:  # it went while being read
+        return True
+    except FileNotFoundError:  # gone meanwhile; without /proc (not Linux) os.kill decided
+        return Path("/proc/self").exists()
+    # The state follows the command name, in parentheses.
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def idle(emulator: CloudRunEmulator) -> bool:
+    """No process left whose exit is still to be recorded."""
+    return httpx.get(f"{emulator.url}/emulator/").json()["processes"] == 0
+
+
+def test_container_runs_and_its_output_is_logged(runner: CloudRunEmulator) -> None:
+    jobs, executions = clients(runner.url)
+    # The pause orders the lines: stdout and stderr are read apart, as Cloud Run reads them.
+    code = (
+        "import sys, time; print('hello', flush=True); time.sleep(0.05); "
+        "print('oops', file=sys.stderr)"
+    )
+    name = run_python(jobs, "hello", code)
+
+    done = finished(executions, name)
+
+    assert done.succeeded_count == 1
+    assert completed(done).state == Condition.State.CONDITION_SUCCEEDED
+    entries = execution_logs(runner.url, "hello-t")
+    assert [(e.payload, e.severity) for e in entries] == [("hello", "DEFAULT"), ("oops", "ERROR")]
+    assert [e.log_name for e in entries] == [
+        "projects/p/logs/run.googleapis.com%2Fstdout",
+        "projects/p/logs/run.googleapis.com%2Fstderr",
+    ]
+    first = entries[0]
+    assert first.resource.type == "cloud_run_job"
+    assert first.resource.labels == {
+        "project_id": "p",
+        "job_name": "hello",
+        "location": "europe-west1",
+    }
+    assert first.labels["run.googleapis.com/task_index"] == "0"
+    assert first.labels["run.googleapis.com/task_attempt"] == "0"
+    assert first.labels["instanceId"] == entries[1].labels["instanceId"]
+    assert first.insert_id != entries[1].insert_id
+    assert done.start_time <= first.timestamp <= entries[1].timestamp <= done.completion_time
+
+
+def test_non_zero_exit_fails_the_execution(runner: CloudRunEmulator) -> None:
+    jobs, executions = clients(runner.url)
+    name = run_python(jobs, "three", "import sys; sys.exit(3)")
+
+    failed = finished(executions, name)
+
+    assert failed.failed_count == 1 and failed.succeeded_count == 0
+    assert completed(failed).message == "Task three-t-task0 failed with exit code 3"
+    assert completed(failed).execution_reason == Condition.ExecutionReason.NON_ZERO_EXIT_CODE
+    system = execution_logs(runner.url, "three-t", SYSTEM_LOG)
+    assert [(e.payload, e.severity) for e in system] == [("Container called exit(3).", "WARNING")]
+
+
+def test_container_sees_its_env_and_secrets_not_the_hosts(
+    runner: CloudRunEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SKYLANE_HOST_ONLY", "leaked")
+    jobs, executions = clients(runner.url)
+    env = [
+        run_v2.EnvVar(name="GREETING", value="hi"),
+        secret_env("API_KEY", "api-key", "latest"),
+        secret_env("DB_PASSWORD", "projects/p/secrets/db", "2"),
+    ]
+    code = "import json, os; print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"
+    name = run_python(jobs, "env", code, env=env)
+
+    assert finished(executions, name).succeeded_count == 1
+
+    seen = json.loads(runner.log_entries("env-t")[0]["textPayload"])
+    environment = seen["env"]
+    assert environment["GREETING"] == "hi"
+    assert environment["SKYLANE_RUN_ID"] == "r1"
+    assert environment["API_KEY"] == "s3cr3t"
+    assert environment["DB_PASSWORD"] == "pw2"
+    assert environment["CLOUD_RUN_EXECUTION"] == "env-t"
+    assert environment["CLOUD_RUN_JOB"] == "env"
+    assert environment["CLOUD_RUN_TASK_INDEX"] == "0"
+    assert environment["CLOUD_RUN_TASK_COUNT"] == "1"
+    assert environment["PATH"] == os.environ["PATH"]
+    assert "SKYLANE_HOST_ONLY" not in environment
+    assert "PYTEST_CURRENT_TEST" not in environment
+    assert os.path.realpath(seen["cwd"]) == os.path.realpath(runner.workdir or "")
+
+
+def test_run_job_overrides_reach_the_process(runner: CloudRunEmulator) -> None:
+    jobs, _ = clients(runner.url)
+    code = "import os, sys; print(sys.argv[1:], os.environ['SKYLANE_RUN_ID'])"
+    jobs.create_job(
+        parent=PARENT, job_id="over", job=a_job(command=["python", "-c", code], args=["--slow"])
+    )
+    override = run_v2.RunJobRequest.Overrides.ContainerOverride(
+        env=[run_v2.EnvVar(name="SKYLANE_RUN_ID", value="r2")], args=["--fast"]
+    )
+    request = run_v2.RunJobRequest(
+        name=f"{PARENT}/jobs/over",
+        overrides=run_v2.RunJobRequest.Overrides(container_overrides=[override]),
+    )
+
+    execution = jobs.run_job(request=request).result(timeout=5, polling=FAST)
+
+    assert execution.succeeded_count == 1
+    assert first_line(runner, execution.name) == "['--fast'] r2"
+
+
+def test_missing_secret_fails_the_execution_without_running(
+    runner: CloudRunEmulator, tmp_path: Path
+) -> None:
+    jobs, executions = clients(runner.url)
+    marker = tmp_path / "ran"
+    env = [secret_env("TOKEN", "nope", "3")]
+    name = run_python(jobs, "nosecret", f"open({str(marker)!r}, 'w').close()", env=env)
+
+    failed = finished(executions, name)
+
+    message = "Secret projects/p/secrets/nope/versions/3 was not found"
+    assert failed.failed_count == 1
+    assert completed(failed).message == message
+    assert not marker.exists()
+    assert [e["textPayload"] for e in runner.log_entries("nosecret-t")] == [message]
+
+
+def test_failed_or_held_plans_run_no_process(runner: CloudRunEmulator, tmp_path: Path) -> None:
+    """The way to stand for an image that never starts: the plan decides, nothing runs."""
+    jobs, executions = clients(runner.url)
+    marker = tmp_path / "ran"
+    runner.configure(job="never", outcome="failed", message="Image not found")
+    name = run_python(jobs, "never", f"open({str(marker)!r}, 'w').close()")
+
+    failed = finished(executions, name)
+
+    assert completed(failed).message == "Image not found"
+    assert not marker.exists()
+    assert idle(runner)
+
+
+def test_cancel_stops_the_process_and_its_children(runner: CloudRunEmulator) -> None:
+    jobs, executions = clients(runner.url)
+    code = (
+        "import os, subprocess, time; child = subprocess.Popen(['sleep', '30']); "
+        "print(os.getpid(), child.pid, flush=True); time.sleep(30)"
+    )
+    name = run_python(jobs, "sleeper", code)
+    pid, child = map(int, first_line(runner, "sleeper-t").split())
+    assert executions.get_execution(name=name).running_count == 1
+    cancelling = time.monotonic()
+
+    executions.cancel_execution(name=name).result(timeout=5, polling=FAST)
+
+    wait_until(lambda: gone(pid) and gone(child))
+    # SIGTERM sufficed: SIGKILL would have come after the 3 s grace period.
+    assert time.monotonic() - cancelling < 2
+    wait_until(lambda: idle(runner))  # its exit was seen, and did not change the state
+    after = executions.get_execution(name=name)
+    assert after.cancelled_count == 1 and after.failed_count == 0
+    assert completed(after).execution_reason == Condition.ExecutionReason.CANCELLED
+    [system] = execution_logs(runner.url, "sleeper-t", SYSTEM_LOG)
+    assert "cancelled" in system.payload
+
+
+def test_task_timeout_stops_the_process(runner: CloudRunEmulator) -> None:
+    jobs, executions = clients(runner.url)
+    code = "import os, time; print(os.getpid(), flush=True); time.sleep(30)"
+    name = run_python(jobs, "slowpoke", code, timeout=timedelta(seconds=1))
+    pid = int(first_line(runner, "slowpoke-t"))
+
+    failed = finished(executions, name)
+
+    assert failed.failed_count == 1
+    assert completed(failed).message == (
+        "Task slowpoke-t-task0 exceeded its timeout of 1s and was stopped."
+    )
+    ran = failed.completion_time - failed.start_time
+    assert timedelta(seconds=1) <= ran < timedelta(seconds=1.5)
+    wait_until(lambda: gone(pid))
+
+
+def test_stop_kills_a_process_that_ignores_sigterm() -> None:
+    code = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print(os.getpid(), flush=True); time.sleep(30)"
+    )
+    with CloudRunEmulator(start_seconds=0, run_containers=True, stop_grace_seconds=0.2) as emulator:
+        jobs, _ = clients(emulator.url)
+        run_python(jobs, "stubborn", code)
+        pid = int(first_line(emulator, "stubborn-t"))
+        stopping = time.monotonic()
+
+    assert gone(pid)
+    assert time.monotonic() - stopping < 2
+    # Killed by SIGKILL (9) after the grace period: exit code 128 + 9, as a container's.
+    assert emulator.execution("stubborn-t")["conditions"][0]["message"].endswith("exit code 137")
+
+
+def test_processes_die_with_an_emulator_never_stopped() -> None:
+    script = """
+import time, httpx
+from skylane.testing.gcp import CloudRunEmulator
+emulator = CloudRunEmulator(start_seconds=0, run_containers=True).start()
+container = {"image": "x", "command": ["sh", "-c", "echo $$; exec sleep 30"]}
+job = {"template": {"template": {"containers": [container]}}, "startExecutionToken": "t"}
+httpx.post(f"{emulator.url}/v2/projects/p/locations/l/jobs", params={"jobId": "j"}, json=job)
+while not emulator.log_entries():
+    time.sleep(0.01)
+print(emulator.log_entries()[0]["textPayload"])
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert gone(int(done.stdout))
+
+
+def test_timed_executions_log_how_they_ended(
+    emulator: CloudRunEmulator, jobs: run_v2.JobsClient, executions: run_v2.ExecutionsClient
+) -> None:
+    emulator.fail_execution("broken-t")
+    create(jobs, "broken", token="t")
+    emulator.hold_execution("held-t")
+    create(jobs, "held", token="t")
+    create(jobs, "fine", token="t")
+    finished(executions, execution_name("broken", "broken-t"))
+    finished(executions, execution_name("fine", "fine-t"))
+
+    executions.cancel_execution(name=execution_name("held", "held-t"))
+
+    assert [e.payload for e in execution_logs(emulator.url, "broken-t")] == [
+        "Container called exit(1)."
+    ]
+    [cancelled] = execution_logs(emulator.url, "held-t")
+    assert "held-t was cancelled" in cancelled.payload and cancelled.severity == "WARNING"
+    assert execution_logs(emulator.url, "fine-t") == []
+
+
+def test_list_log_entries_pages_newest_first(
+    emulator: CloudRunEmulator, jobs: run_v2.JobsClient
+) -> None:
+    create(jobs, "pager", token="t")
+    jobs.create_job(parent="projects/other/locations/l", job_id="pager", job=a_job("t"))
+    for index in range(5):
+        emulator.write_log(f"{PARENT}/jobs/pager/executions/pager-t", f"line {index}")
+    emulator.write_log("projects/other/locations/l/jobs/pager/executions/pager-t", "elsewhere")
+    logs = logging_client(emulator.url)
+
+    newest_first = logs.list_entries(
+        resource_names=["projects/p"],
+        filter_='resource.labels.job_name="pager"',
+        order_by=gcl.DESCENDING,
+        page_size=2,
+    )
+
+    assert [e.payload for e in newest_first] == [f"line {i}" for i in reversed(range(5))]
+    listed = emulator.requests(rpc="ListLogEntries")
+    assert [r.body.get("pageToken") for r in listed] == [None, "2", "4"]
+    assert [len(r.response["entries"]) for r in listed] == [2, 2, 1]
+    for request in listed:
+        message = ListLogEntriesResponse.pb(ListLogEntriesResponse())
+        json_format.ParseDict(request.response, message, ignore_unknown_fields=False)
+
+
+def test_filter_by_timestamp_severity_and_text() -> None:
+    clock = FakeClock()
+    with CloudRunEmulator(clock=clock) as emulator:
+        jobs, _ = clients(emulator.url)
+        jobs.create_job(parent=PARENT, job_id="timed", job=a_job("t"))
+        start = clock.now
+        for severity in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            emulator.write_log("timed-t", severity.lower(), severity)
+            clock.now += 1
+        logs = logging_client(emulator.url)
+
+        def payloads(filter_: str) -> list[str]:
+            found = logs.list_entries(resource_names=["projects/p"], filter_=filter_)
+            return [entry.payload for entry in found]
+
+        since = datetime.fromtimestamp(start + 2, UTC)
+        assert payloads(f'timestamp>="{since:%Y-%m-%dT%H:%M:%SZ}"') == ["warning", "error"]
+        assert payloads(f'timestamp<"{since.isoformat()}" AND severity>=INFO') == ["info"]
+        assert payloads(
+            'timestamp>="2023-01-01T00:00:00.000000+0000"\nseverity<="WARNING"\ntextPayload!="info"'
+        ) == ["debug", "warning"]
+        # The client adds `timestamp>=` a day ago when the filter has none: these are older.
+        assert payloads("severity>=DEFAULT") == []
+
+
+@pytest.mark.parametrize(
+    ("filter_", "named"),
+    [
+        ('severity>=ERROR OR textPayload="boom"', "'OR'"),
+        ("NOT severity>=ERROR", "'NOT'"),
+        ("(severity>=ERROR)", "'('"),
+        ('textPayload:"boom"', "'textPayload:\"boom\"'"),
+        ('jsonPayload.message="boom"', "'jsonPayload.message'"),
+        ("severity>=LOUD", "'LOUD'"),
+    ],
+)
+def test_unsupported_filters_are_refused(
+    emulator: CloudRunEmulator, filter_: str, named: str
+) -> None:
+    logs = logging_client(emulator.url)
+    with pytest.raises(gexc.BadRequest) as raised:
+        list(logs.list_entries(resource_names=["projects/p"], filter_=filter_))
+    assert named in raised.value.message
+    assert raised.value.response.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_log_listing_checks_resource_names_and_can_be_faulted(emulator: CloudRunEmulator) -> None:
+    logs = logging_client(emulator.url)
+    with pytest.raises(gexc.BadRequest, match="folders/1"):
+        list(logs.list_entries(resource_names=["folders/1"]))
+    emulator.throttle(rpc="ListLogEntries")
+    with pytest.raises(gexc.TooManyRequests, match="logging.googleapis.com"):
+        list(logs.list_entries(resource_names=["projects/p"]))
+    assert [r.status for r in emulator.requests(rpc="ListLogEntries")] == [400, 429]
+    assert list(logs.list_entries(resource_names=["projects/p"])) == []
+
+
+def test_log_entries_outlive_their_job(emulator: CloudRunEmulator, jobs: run_v2.JobsClient) -> None:
+    emulator.hold_execution("ephemeral-t")  # running when deleted: that is logged too
+    create(jobs, "ephemeral", token="t")
+    posted = httpx.post(
+        f"{emulator.url}/emulator/logs",
+        json={"execution": "ephemeral-t", "text": "bye", "severity": "ERROR", "stream": "stderr"},
+    )
+    assert posted.status_code == 200
+    assert posted.json()["logName"] == "projects/p/logs/run.googleapis.com%2Fstderr"
+
+    jobs.delete_job(name=f"{PARENT}/jobs/ephemeral").result(timeout=5, polling=FAST)
+
+    assert emulator.executions() == []
+    listed = httpx.get(f"{emulator.url}/emulator/logs", params={"execution": "ephemeral-t"})
+    cancelled = (
+        "Execution ephemeral-t was cancelled: its running task ephemeral-t-task0 was stopped."
+    )
+    assert [(e["textPayload"], e["severity"]) for e in listed.json()] == [
+        ("bye", "ERROR"),
+        (cancelled, "WARNING"),
+    ]
+    assert [e.payload for e in execution_logs(emulator.url, "ephemeral-t")] == ["bye", cancelled]
+    bad = httpx.post(f"{emulator.url}/emulator/logs", json={"execution": "ephemeral-t"})
+    assert bad.status_code == 400
+    emulator.reset()
+    assert emulator.log_entries() == []
+
+
+def test_standalone_runs_containers_in_its_workdir(tmp_path: Path) -> None:
+    flags = ("--run-containers", "--workdir", str(tmp_path), "--secret", "api-key=from-cli")
+    with standalone_server(*flags) as url:
+        jobs, executions = clients(url)
+        code = "import os; print(os.getcwd(), os.environ['API_KEY'])"
+        name = run_python(jobs, "remote", code, env=[secret_env("API_KEY", "api-key", "1")])
+
+        assert finished(executions, name).succeeded_count == 1
+        [entry] = execution_logs(url, "remote-t")
+    assert entry.payload == f"{os.path.realpath(tmp_path)} from-cli"

@@ -1,12 +1,15 @@
-"""A local Cloud Run Admin API v2 emulator (jobs, executions, long-running operations) for tests.
+"""A local Cloud Run Admin API v2 emulator (jobs, executions, long-running operations) for tests,
+with Cloud Logging's `entries:list` for the executions' logs and, optionally, containers run as
+local processes.
 
 Why: there is no official Cloud Run emulator, and the behaviour the GCP adapter must get right
 (idempotent creation through `start_execution_token`, executions that take time to start and
-finish, throttling, calls that went through but were never answered) cannot be shown with mocks
-of the client. `CloudRunEmulator` is an HTTP server that answers the REST calls the official
-`google-cloud-run` client makes, in the JSON shapes it parses, with executions that move through
-PENDING -> RUNNING -> SUCCEEDED / FAILED / CANCELLED as time passes, injectable faults, and a log
-of the requests it received.
+finish, throttling, calls that went through but were never answered, reading a run's logs back)
+cannot be shown with mocks of the client. `CloudRunEmulator` is an HTTP server that answers the
+REST calls the official `google-cloud-run` and `google-cloud-logging` clients make, in the JSON
+shapes they parse, with executions that move through PENDING -> RUNNING -> SUCCEEDED / FAILED /
+CANCELLED as time passes (or as their process runs), injectable faults, and a log of the
+requests it received.
 
 Pointing the official client at it (the REST transport honours a scheme in `api_endpoint`, so
 no `url_scheme` knob is needed; the gRPC transport cannot be used)::
@@ -29,7 +32,16 @@ no `url_scheme` knob is needed; the gRPC transport cannot be used)::
         emulator.requests(rpc="CreateJob")                  # what the client sent
 
 `client_options={"api_endpoint": emulator.url}` (a dict) works as well. Anonymous credentials
-send no Authorization header; the emulator checks none.
+send no Authorization header; the emulator checks none. The Cloud Logging client, over HTTP::
+
+    from google.cloud import logging as gcl
+
+    logs = gcl.Client(project="p", credentials=AnonymousCredentials(), _use_grpc=False,
+                      client_options={"api_endpoint": emulator.url})
+    for entry in logs.list_entries(resource_names=["projects/p"], filter_=..., page_size=100):
+        entry.payload, entry.timestamp, entry.severity, entry.labels, entry.resource
+
+(`list_entries` adds `AND timestamp>="<a day ago>"` to a filter that names no timestamp.)
 
 What the client raises over REST (true of the real API too): the exception class comes from the
 HTTP status alone, so 409 ALREADY_EXISTS is `google.api_core.exceptions.Conflict` (not its
@@ -49,7 +61,8 @@ What it serves (`{parent}` is `projects/{project}/locations/{location}`):
   `overrides`);
 - `GET /v2/{parent}/jobs/{job}/executions` (ListExecutions, newest first, `pageSize` and
   `pageToken`), `GET|DELETE .../executions/{execution}`, `POST .../executions/{e}:cancel`;
-- `GET|DELETE /v2/{parent}/operations/{id}`, `GET /v2/{parent}/operations`.
+- `GET|DELETE /v2/{parent}/operations/{id}`, `GET /v2/{parent}/operations`;
+- `POST /v2/entries:list` (Cloud Logging v2 ListLogEntries, below).
 
 Rules it enforces, as Cloud Run does: a job id is lowercase letters, digits and hyphens, starts
 with a letter, does not end with a hyphen, at most 63 characters (else 400 INVALID_ARGUMENT); a
@@ -75,7 +88,8 @@ polls `GET .../operations/{id}`, first after ~1 s unless given `polling=`):
 every operation's completion further; `operations_track_executions=False` makes all operations
 done at once (after `operation_seconds`).
 
-Executions are computed from timestamps when read (no background threads): created -> after
+Executions are computed from timestamps when read (no background threads unless containers
+run as processes, below): created -> after
 `start_seconds` running (`startTime`, `runningCount`) -> after `run_seconds` more succeeded
 (`succeededCount`) or failed (`failedCount`, `retriedCount` = max retries, `Completed` condition
 CONDITION_FAILED with reason NON_ZERO_EXIT_CODE and the message). Cancelled executions have
@@ -85,12 +99,69 @@ or CONDITION_RECONCILING (running); read state from `completionTime`, the counts
 `Completed` condition. Zero counts and false booleans are omitted, as proto3 JSON does.
 Timing and outcome are set with `configure()` for every execution, a job's executions or one
 named execution (also before it exists); `outcome="manual"` keeps an execution running until
-`finish_execution()`; `fail_execution()` makes it fail with a message.
+`finish_execution()`; `fail_execution()` makes it fail with a message. Each task "runs" once:
+`maxRetries` is reported (`retriedCount`, the Retry condition), never performed.
+
+Containers as processes (`run_containers=True`, opt-in; `--run-containers`): an execution whose
+plan outcome is "succeeded" (the default) runs its first container for real. At its start time a
+background launcher starts `command + args` (after RunJob overrides; `python`/`python3` as
+argv[0] mean the `python` given, by default the emulator's interpreter; a container without a
+command fails to start, as there is no image entrypoint) as a local process in its own session,
+in `workdir` (default: the emulator's cwd). Its environment is that of a container, not the
+host's: only PATH, HOME, LANG, LC_ALL, TMPDIR and PYTHONPATH are inherited, then the container's
+`env` values, `valueSource.secretKeyRef` resolved from `secrets` (keyed by the secret's name as
+the job gives it, `S` or `projects/P/secrets/S`, `"S:VERSION"` looked up before `"S"`), then
+CLOUD_RUN_JOB, CLOUD_RUN_EXECUTION, CLOUD_RUN_TASK_INDEX=0, CLOUD_RUN_TASK_ATTEMPT=0 and
+CLOUD_RUN_TASK_COUNT. A secret that cannot be resolved fails the execution at its start without
+running anything ("Secret projects/P/secrets/S/versions/V was not found"). The execution runs
+while the process lives (one process stands for all its tasks) and ends when it exits: 0
+succeeded, else failed "Task {execution}-task0 failed with exit code N" (128 + N when killed by
+signal N; anything the main process left behind is killed with it). A process that outlives the
+task template's `timeout` is stopped and its execution failed ("... exceeded its timeout of
+...") at once. Cancelling or deleting the execution (or its job), or `finish_execution()`, stops
+the process, and the execution keeps the state so given. Stopping sends SIGTERM to the process
+group, SIGKILL `stop_grace_seconds` later; `reset()` and `stop()` stop every process and join
+the threads that watch them, and those of an emulator never stopped are killed at interpreter
+exit, so no process outlives the emulator (short of one that leaves its session, or SIGKILL).
+Executions whose plan says "failed" or "manual" keep their timed or held behaviour, without a
+process: the way to stand for, say, an image that never starts. `configure()` may still make an
+execution timed or held before its process starts; once it runs, end it by cancelling or with
+`finish_execution()`. With `run_containers` the clock must be the real one.
+
+Logs (Cloud Logging, as Cloud Run writes them): each line a process writes is an entry,
+timestamped when read (so the order of stdout against stderr lines is only that of the reads):
+stdout lines severity DEFAULT in log `run.googleapis.com%2Fstdout`, stderr lines ERROR in
+`run.googleapis.com%2Fstderr`. In every mode, an execution that failed gets one WARNING entry in
+`run.googleapis.com%2Fvarlog%2Fsystem`, "Container called exit(N)." (N = 1 for timed failures;
+the message itself for a timeout or a failed start), and one cancelled while running an entry
+saying so, timestamped when it ended (written when first looked for, like states). An entry is
+`{logName: "projects/P/logs/LOG", resource: {type: "cloud_run_job", labels: {project_id,
+job_name, location}}, textPayload, timestamp, receiveTimestamp, severity, insertId, labels:
+{"run.googleapis.com/execution_name", "run.googleapis.com/task_index": "0",
+"run.googleapis.com/task_attempt": "0", instanceId}}`; entries outlive their job and execution,
+as in Cloud Logging. `write_log(execution, text, severity=, stream=)` adds one as the
+container would have; `log_entries(execution=None)` lists them.
+
+`POST /v2/entries:list` takes `{"resourceNames": ["projects/P", ...], "filter", "orderBy":
+"timestamp asc" (default) | "timestamp desc", "pageSize" (default 50, at most 1000, as the API
+documents), "pageToken"}` and answers `{"entries": [...], "nextPageToken"}` (each omitted when
+empty), entries of the projects named only (other resource names, or none: 400
+INVALID_ARGUMENT). The filter is the subset of the Logging query language the adapter sends,
+parsed strictly: comparisons `FIELD OP VALUE` joined by `AND` or newlines, OP one of
+`= != > >= < <=`, VALUE double-quoted (backslash escapes) or a bare word, FIELD one of
+`resource.type`, `resource.labels.NAME`, `labels.KEY` or `labels."KEY"`, `logName` (as the API
+writes it, URL-encoded), `severity` (by level, DEFAULT < DEBUG < INFO < NOTICE < WARNING < ERROR
+< CRITICAL < ALERT < EMERGENCY), `timestamp` (as times; RFC 3339 values, `+0000` offsets
+included) and `textPayload`. Strings compare exactly (case included); a field an entry lacks
+matches no comparison, `!=` included. Anything else (OR, NOT, parentheses, `:`, another field)
+is 400 INVALID_ARGUMENT naming the part.
 
 Faults (`Fault`), tried in the order added; the first that matches the call's `rpc` (CreateJob,
 GetJob, ListJobs, DeleteJob, RunJob, GetExecution, ListExecutions, CancelExecution,
-DeleteExecution, GetOperation, ListOperations, DeleteOperation), HTTP `method` and URL `path`
-(fnmatch, e.g. `"*/jobs"`, `"*:run"`) and has fires left (`count`, None for ever) applies:
+DeleteExecution, GetOperation, ListOperations, DeleteOperation, ListLogEntries), HTTP `method`
+and URL `path` (fnmatch, e.g. `"*/jobs"`, `"*:run"`) and has fires left (`count`, None for
+ever) applies (`forbid_project` matches Cloud Run paths only; ListLogEntries's path names no
+project):
 
 - `error`: answer `{"error": {"code", "message", "status"}}` without doing the call
   (`throttle`: 429 RESOURCE_EXHAUSTED, `unavailable`: 503 UNAVAILABLE, `internal_error`: 500
@@ -105,32 +176,41 @@ Control API under `/emulator/` (never logged, never faulted):
 - `GET /emulator/requests[?rpc=CreateJob&method=POST]`: a JSON list of the requests received,
   `{method, path, query, body, status, received_at, rpc, fault, dropped, response}`, in arrival
   order; `DELETE /emulator/requests` forgets them;
-- `POST /emulator/reset`: forget jobs, executions, operations, faults, configuration and log;
+- `POST /emulator/reset`: forget jobs, executions, operations, faults, configuration, log
+  entries and request log, and stop processes;
 - `GET /emulator/faults`, `POST /emulator/faults` (a fault object, a list or
   `{"faults": [...]}`, e.g. `{"kind": "error", "code": 429, "rpc": "CreateJob", "count": 2}`),
   `DELETE /emulator/faults`, `DELETE /emulator/faults/{id}`;
 - `POST /emulator/configure`: `{"job"?: id, "execution"?: id, "start_seconds"?,
   "run_seconds"?, "outcome"?, "message"?}`; `POST /emulator/finish`: `{"execution": id,
   "outcome": "succeeded" | "failed", "message"?}`;
+- `GET /emulator/logs[?execution=ID]`: the log entries (of one execution), oldest first;
+  `POST /emulator/logs`: `{"execution", "text", "severity"?, "stream"?: "stdout" | "stderr"}`
+  writes one;
 - `GET /emulator/state`: `{"jobs": [...], "executions": [...]}` as the API would show them;
   `GET /emulator/`: counts.
 
 Standalone: `python -m skylane.testing.gcp --port N [--host H] [--start-seconds S]
-[--run-seconds S] [--outcome succeeded|failed|manual] [--forbidden-project P]...` prints the
-URL on the first line of stdout, then serves until SIGINT or SIGTERM.
+[--run-seconds S] [--outcome succeeded|failed|manual] [--forbidden-project P]...
+[--run-containers] [--workdir DIR] [--secret NAME=VALUE]...` prints the URL on the first line
+of stdout, then serves until SIGINT or SIGTERM (and stops its processes).
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import fnmatch
 import json
+import os
 import random
 import re
+import signal
 import socket
 import string
+import subprocess
 import sys
 import threading
 import time
@@ -138,7 +218,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from pathlib import Path
+from typing import IO, Any, Literal, Self, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from skylane.testing.local_http import (
@@ -147,10 +228,12 @@ from skylane.testing.local_http import (
     json_or_none,
     serve_until_signalled,
 )
+from skylane.testing.logging_filter import SEVERITIES, FilterError, parse_filter
 
 Outcome = Literal["succeeded", "failed", "manual"]
 FaultKind = Literal["error", "timeout", "delay"]
 Phase = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+Stream = Literal["stdout", "stderr"]
 
 OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "manual"})
 FAULT_KINDS: frozenset[str] = frozenset({"error", "timeout", "delay"})
@@ -178,11 +261,6 @@ STATUS_NAMES: dict[int, str] = {
 }
 DEFAULT_MESSAGES: dict[int, str] = {
     403: "The caller does not have permission",
-    429: (
-        "Quota exceeded for quota metric 'Job run requests' and limit 'Job run requests per "
-        f"minute per region' of service 'run.googleapis.com' for consumer "
-        f"'project_number:{PROJECT_NUMBER}'."
-    ),
     500: "Internal error encountered.",
     503: "The service is currently unavailable.",
     504: "The request timed out.",
@@ -203,6 +281,7 @@ PERMISSIONS: dict[str, str] = {
     "GetOperation": "run.operations.get",
     "ListOperations": "run.operations.list",
     "DeleteOperation": "run.operations.delete",
+    "ListLogEntries": "logging.logEntries.list",
 }
 
 _PARENT = r"^/v2/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -220,7 +299,40 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         re.compile(_PARENT + r"/operations/(?P<operation>[^/:]+)$"),
         {"GET": "GetOperation", "DELETE": "DeleteOperation"},
     ),
+    # Cloud Logging v2, served on the same port.
+    (re.compile(r"^/v2/entries:list$"), {"POST": "ListLogEntries"}),
 ]
+
+# Containers run as processes (`run_containers`), and their logs.
+
+# What a process inherits from the emulator's environment (a container sees nothing of the host's).
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
+PYTHON_NAMES = frozenset({"python", "python3"})
+# Threads of a stopped process are joined this long at most: one blocked on a pipe that an
+# escaped grandchild holds open must not hang stop().
+JOIN_SECONDS = 5.0
+LOG_IDS: dict[Stream, str] = {
+    "stdout": "run.googleapis.com%2Fstdout",
+    "stderr": "run.googleapis.com%2Fstderr",
+}
+SYSTEM_LOG_ID = "run.googleapis.com%2Fvarlog%2Fsystem"
+EXECUTION_LABEL = "run.googleapis.com/execution_name"
+# entries:list as the API documents it: 50 entries a page unless asked, more than 1000 refused.
+LOG_PAGE_SIZE = 50
+MAX_LOG_PAGE_SIZE = 1000
+LOG_ORDERS = ("timestamp asc", "timestamp desc")
+
+# Process groups of every emulator's processes until reaped: killed at interpreter exit, should
+# an emulator never be stopped (its own session would keep them alive otherwise).
+_LIVE_GROUPS: set[int] = set()
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    for group in list(_LIVE_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+
 
 JOB_ID = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 EXECUTION_TOKEN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
@@ -419,6 +531,15 @@ class _Execution:
     labels: dict[str, str]
     annotations: dict[str, str]
     deleted_at: float | None = None
+    # `run_containers`: its first container runs as `process` and ends it (end_at None till then).
+    runs_container: bool = False
+    process: _Process | None = None
+    # How a failure shows in the system log: "Container called exit(exit_code)." unless
+    # `system_text` says otherwise (a timeout, a failed start).
+    exit_code: int = 1
+    system_text: str = ""
+    system_logged: bool = False
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex + uuid.uuid4().hex)
 
     def phase(self, now: float) -> Phase:
         if self.end_at is not None and now >= self.end_at:
@@ -434,6 +555,36 @@ class _Execution:
         if self.end_at is not None and self.start_at > self.end_at:
             return None
         return self.start_at
+
+
+@dataclass(eq=False)
+class _Process:
+    """The local process an execution's task 0 runs as (`run_containers`), in its own session so
+    that signals reach its children too."""
+
+    execution: _Execution
+    popen: subprocess.Popen[bytes]
+    deadline: float | None
+    threads: list[threading.Thread] = field(default_factory=list)
+    exited: bool = False
+    # SIGTERM went to its group at `terminated_at`; SIGKILL follows after the grace period.
+    terminated_at: float | None = None
+    killed: bool = False
+    # Its execution was forgotten by reset(): its output and exit no longer belong anywhere.
+    discarded: bool = False
+
+
+@dataclass(frozen=True)
+class _LogEntry:
+    """One Cloud Logging entry; it outlives its execution, as in Cloud Logging."""
+
+    execution: str
+    at: float
+    view: dict[str, Any]
+
+
+class _StartError(Exception):
+    """Why an execution's container could not start (its message is the failure's)."""
 
 
 @dataclass(eq=False)
@@ -460,7 +611,13 @@ class CloudRunEmulator(LocalService):
     `operation_seconds` delays every operation's completion; `operations_track_executions`
     (default True) makes CreateJob-with-token and RunJob operations wait for the execution the
     way Cloud Run's do; `forbidden_projects` answer 403 to every call; `clock` gives the time
-    state transitions are computed from (`time.time` by default; tests may pass their own)."""
+    state transitions are computed from (`time.time` by default; tests may pass their own).
+
+    `run_containers` runs the first container of each execution whose plan outcome is
+    "succeeded" as a local process (`command` + `args`, in `workdir`, `python`/`python3` meaning
+    `python`), its env values and `secrets` (Secret Manager values by the name the job gives,
+    `"NAME:VERSION"` looked up before `"NAME"`) in its environment; stopping one sends SIGTERM to
+    its process group and SIGKILL `stop_grace_seconds` later. It needs the real clock."""
 
     thread_name = "cloud-run-emulator"
 
@@ -478,15 +635,36 @@ class CloudRunEmulator(LocalService):
         forbidden_projects: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         verbose: bool = False,
+        run_containers: bool = False,
+        workdir: str | os.PathLike[str] | None = None,
+        python: str = sys.executable,
+        secrets: Mapping[str, str] | None = None,
+        stop_grace_seconds: float = 3.0,
     ) -> None:
         LocalService.__init__(self, host, port, verbose=verbose)
+        if run_containers and clock is not time.time:
+            # Processes run in real time; a start or timeout due by another clock never comes.
+            raise ValueError("run_containers needs the real clock (time.time)")
+        if workdir is not None and not Path(workdir).is_dir():
+            raise ValueError(f"workdir {os.fspath(workdir)!r} is not a directory")
+        if stop_grace_seconds < 0:
+            raise ValueError(f"stop_grace_seconds must be >= 0, not {stop_grace_seconds}")
         self._clock = clock
+        self.run_containers = run_containers
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.python = python
+        self.secrets = dict(secrets or {})
+        self.stop_grace_seconds = float(stop_grace_seconds)
         self._initial_plan = ExecutionPlan(start_seconds, run_seconds, outcome, message)
         self.operation_seconds = float(operation_seconds)
         self.operations_track_executions = operations_track_executions
         self._initial_forbidden = tuple(forbidden_projects)
         self._lock = threading.Condition(threading.RLock())
         self._rng = random.Random()
+        # Launched processes until their exit is recorded; reset() does not forget them.
+        self._processes: list[_Process] = []
+        self._launcher: threading.Thread | None = None
+        self._closing = False
         self._init_state()
 
     def _init_state(self) -> None:
@@ -499,12 +677,44 @@ class CloudRunEmulator(LocalService):
             self._operations: dict[str, _Operation] = {}
             self._faults: list[Fault] = []
             self._requests: list[ReceivedRequest] = []
+            self._log_entries: list[_LogEntry] = []
             for project in self._initial_forbidden:
                 self.forbid_project(project)
 
     def reset(self) -> None:
-        """Forget jobs, executions, operations, faults, configuration and the request log."""
-        self._init_state()
+        """Forget jobs, executions, operations, faults, configuration, log entries and the
+        request log; stop the processes of executions."""
+        with self._lock:
+            processes = list(self._processes)
+            for process in processes:
+                process.discarded = True
+            self._init_state()
+        self._stop_processes(processes)
+
+    def start(self) -> Self:
+        LocalService.start(self)
+        with self._lock:
+            if self.run_containers and self._launcher is None:
+                self._closing = False
+                self._launcher = threading.Thread(
+                    target=self._run_launcher, name=f"{self.thread_name}-launcher", daemon=True
+                )
+                self._launcher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, then stop every process (SIGTERM, SIGKILL after the grace period) and
+        join the threads that watched them."""
+        LocalService.stop(self)
+        with self._lock:
+            self._closing = True
+            self._lock.notify_all()
+        if self._launcher is not None:
+            self._launcher.join()
+            self._launcher = None
+        with self._lock:
+            processes = list(self._processes)
+        self._stop_processes(processes)
 
     # -- execution timing and outcomes ---------------------------------------------------
 
@@ -550,6 +760,7 @@ class CloudRunEmulator(LocalService):
             else:
                 for name, value in values.items():
                     setattr(self._plan, name, value)
+            self._lock.notify_all()
 
     def fail_execution(self, execution: str, message: str | None = None) -> None:
         """Make the execution named (existing or not yet) fail when its run ends, with
@@ -580,6 +791,7 @@ class CloudRunEmulator(LocalService):
             found.final = outcome
             if message is not None:
                 found.message = message
+            self._lock.notify_all()  # the launcher stops its process, if it runs one
             return self._execution_view(found, now)
 
     # -- faults --------------------------------------------------------------------------
@@ -792,13 +1004,22 @@ class CloudRunEmulator(LocalService):
         now = self._clock()
         if execution.phase(now) in TERMINAL:
             raise ValueError(f"execution {execution.execution_id} has already finished")
+        outcome = values.get("outcome")
+        if execution.runs_container and outcome not in (None, "succeeded"):
+            if execution.process is not None:
+                raise ValueError(
+                    f"execution {execution.execution_id} runs its container: cancel it or use "
+                    "finish_execution()"
+                )
+            execution.runs_container = False  # timed or held from now on, as its plan says
         if "start_seconds" in values and (execution.start_at is None or execution.start_at > now):
             execution.start_at = max(now, execution.created_at + values["start_seconds"])
         if "run_seconds" in values:
             execution.run_seconds = float(values["run_seconds"])
         if "message" in values:
             execution.message = values["message"]
-        outcome = values.get("outcome")
+        if execution.runs_container:
+            return  # its process decides when and how it ends
         if outcome == "manual":
             execution.end_at = None
             return
@@ -808,6 +1029,309 @@ class CloudRunEmulator(LocalService):
             # Not held: it ends `run_seconds` after its (possibly new) start, never in the past.
             start = execution.start_at if execution.start_at is not None else now
             execution.end_at = max(now, start + execution.run_seconds)
+
+    # -- processes (run_containers) ------------------------------------------------------
+
+    def _run_launcher(self) -> None:
+        """Start containers when due, time them out, and stop the processes of executions that
+        ended otherwise (cancelled, deleted, finished), until stop()."""
+        with self._lock:
+            while not self._closing:
+                now = self._clock()
+                wake = self._tend_processes(now)
+                # Woken early by every API call (`_record`), configure(), finish_execution(),
+                # each process's exit and stop().
+                self._lock.wait(None if wake is None else wake - now)
+
+    def _tend_processes(self, now: float) -> float | None:
+        """Do what is due at `now`; when something is next due (None: nothing is)."""
+        wakes: list[float] = []
+        for execution in self._executions.values():
+            if not execution.runs_container or execution.process is not None:
+                continue
+            if execution.end_at is None and execution.start_at is not None:
+                if execution.start_at <= now:
+                    self._launch(execution, now)
+                else:
+                    wakes.append(execution.start_at)
+        for process in self._processes:
+            if process.exited or process.discarded:  # reset() stops the discarded ones
+                continue
+            if process.terminated_at is None:
+                if process.execution.phase(now) in TERMINAL:
+                    self._terminate(process, now)
+                elif process.deadline is not None and now >= process.deadline:
+                    self._time_out(process, now)
+                elif process.deadline is not None:
+                    wakes.append(process.deadline)
+            if process.terminated_at is not None and not process.killed:
+                kill_at = process.terminated_at + self.stop_grace_seconds
+                if now >= kill_at:
+                    _signal_group(process.popen, signal.SIGKILL)
+                    process.killed = True
+                else:
+                    wakes.append(kill_at)
+        return min(wakes, default=None)
+
+    def _launch(self, execution: _Execution, now: float) -> None:
+        """Start the execution's first container as a process, or fail the execution now."""
+        container = execution.template["containers"][0]
+        argv = [str(part) for part in [*container.get("command", []), *container.get("args", [])]]
+        try:
+            if not container.get("command"):
+                raise _StartError(
+                    f"Task {execution.execution_id}-task0 failed to start: the emulator runs the "
+                    "container's command and args, and it has no command (an image's entrypoint "
+                    "cannot be run)."
+                )
+            if argv[0] in PYTHON_NAMES:
+                argv[0] = self.python
+            popen = subprocess.Popen(
+                argv,
+                cwd=self.workdir,
+                env=self._process_env(execution, container),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except _StartError as exc:
+            message = str(exc)
+        except OSError as exc:  # the command, or the workdir, is missing or not executable
+            message = (
+                f"Task {execution.execution_id}-task0 failed to start: "
+                f"{exc.filename or argv[0]}: {exc.strerror or exc}"
+            )
+        else:
+            timeout = _duration_seconds(execution.template["timeout"], "timeout")
+            process = _Process(execution, popen, deadline=now + timeout if timeout else None)
+            assert popen.stdout is not None and popen.stderr is not None
+            readers = [
+                threading.Thread(
+                    target=self._read_output,
+                    args=(process, pipe, stream),
+                    name=f"{self.thread_name}-{execution.execution_id}-{stream}",
+                    daemon=True,
+                )
+                for pipe, stream in ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
+            ]
+            waiter = threading.Thread(
+                target=self._await_exit,
+                args=(process, readers),
+                name=f"{self.thread_name}-{execution.execution_id}-exit",
+                daemon=True,
+            )
+            process.threads = [*readers, waiter]
+            for thread in process.threads:
+                thread.start()
+            execution.process = process
+            self._processes.append(process)
+            _LIVE_GROUPS.add(popen.pid)
+            return
+        execution.end_at = now
+        execution.final = "failed"
+        execution.message = execution.system_text = message
+
+    def _process_env(self, execution: _Execution, container: Mapping[str, Any]) -> dict[str, str]:
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        for variable in container.get("env", []):
+            source = variable.get("valueSource")
+            if source is not None:
+                value = self._secret(execution.job, source.get("secretKeyRef") or {})
+            else:
+                value = str(variable.get("value", ""))
+            env[variable["name"]] = value
+        # Cloud Run's own variables, which a job cannot override.
+        env.update(
+            {
+                "CLOUD_RUN_JOB": execution.job.job_id,
+                "CLOUD_RUN_EXECUTION": execution.execution_id,
+                "CLOUD_RUN_TASK_INDEX": "0",
+                "CLOUD_RUN_TASK_ATTEMPT": "0",
+                "CLOUD_RUN_TASK_COUNT": str(execution.task_count),
+            }
+        )
+        return env
+
+    def _secret(self, job: _Job, reference: Mapping[str, Any]) -> str:
+        name = str(reference.get("secret", ""))
+        version = str(reference.get("version") or "latest")
+        for key in (f"{name}:{version}", name):
+            if key in self.secrets:
+                return self.secrets[key]
+        full = name if name.startswith("projects/") else f"projects/{job.project}/secrets/{name}"
+        raise _StartError(f"Secret {full}/versions/{version} was not found")
+
+    def _read_output(self, process: _Process, pipe: IO[bytes], stream: Stream) -> None:
+        severity = "DEFAULT" if stream == "stdout" else "ERROR"
+        with pipe:
+            for line in pipe:
+                text = line.decode(errors="replace").removesuffix("\n").removesuffix("\r")
+                with self._lock:
+                    if not process.discarded:
+                        self._log(process.execution, LOG_IDS[stream], text, severity, self._clock())
+
+    def _await_exit(self, process: _Process, readers: Sequence[threading.Thread]) -> None:
+        code = process.popen.wait()
+        with self._lock:
+            process.exited = True
+        # A container ends with its main process: nothing it left behind runs on.
+        _signal_group(process.popen, signal.SIGKILL)
+        _LIVE_GROUPS.discard(process.popen.pid)
+        # Every line is logged before the execution shows as finished.
+        for reader in readers:
+            reader.join()
+        with self._lock:
+            self._processes.remove(process)
+            if not process.discarded:
+                self._record_exit(process.execution, code, self._clock())
+            self._lock.notify_all()
+
+    def _record_exit(self, execution: _Execution, code: int, now: float) -> None:
+        if execution.end_at is not None:
+            return  # cancelled, deleted, timed out or finished first: that stands
+        execution.end_at = now
+        if code == 0:
+            execution.final = "succeeded"
+            return
+        execution.final = "failed"
+        # Killed by signal N, a container exits with 128 + N.
+        execution.exit_code = code if code > 0 else 128 - code
+
+    def _terminate(self, process: _Process, now: float) -> None:
+        _signal_group(process.popen, signal.SIGTERM)
+        process.terminated_at = now
+
+    def _time_out(self, process: _Process, now: float) -> None:
+        execution = process.execution
+        execution.end_at = now
+        execution.final = "failed"
+        execution.message = execution.system_text = (
+            f"Task {execution.execution_id}-task0 exceeded its timeout of "
+            f"{execution.template['timeout']} and was stopped."
+        )
+        self._terminate(process, now)
+
+    def _stop_processes(self, processes: Sequence[_Process]) -> None:
+        """SIGTERM the groups of `processes`, SIGKILL those still running after the grace
+        period, and join their threads (without holding the lock, which they need)."""
+        for process in processes:
+            _signal_group(process.popen, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_seconds
+        for process in processes:
+            waiter = process.threads[-1]
+            waiter.join(max(0.0, deadline - time.monotonic()))
+            if waiter.is_alive():
+                _signal_group(process.popen, signal.SIGKILL)
+        for process in processes:
+            for thread in process.threads:
+                thread.join(JOIN_SECONDS)
+
+    # -- logs ----------------------------------------------------------------------------
+
+    def log_entries(self, execution: str | None = None) -> list[dict[str, Any]]:
+        """The log entries (of the execution with this id or full name, deleted or not), oldest
+        first, as entries:list answers them."""
+        with self._lock:
+            self._log_endings(self._executions.values(), self._clock())
+            return [
+                copy.deepcopy(entry.view)
+                for entry in self._sorted_log()
+                if execution is None
+                or execution in (entry.execution, entry.view["labels"][EXECUTION_LABEL])
+            ]
+
+    def write_log(
+        self, execution: str, text: str, severity: str = "DEFAULT", stream: Stream = "stdout"
+    ) -> dict[str, Any]:
+        """Log `text` now as the container of the execution named (id or full name) would
+        have; the entry."""
+        if severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {list(SEVERITIES)}, not {severity!r}")
+        if stream not in LOG_IDS:
+            raise ValueError(f"stream must be one of {sorted(LOG_IDS)}, not {stream!r}")
+        with self._lock:
+            found = self._find_execution(execution)
+            return copy.deepcopy(self._log(found, LOG_IDS[stream], text, severity, self._clock()))
+
+    def _log(
+        self, execution: _Execution, log_id: str, text: str, severity: str, at: float
+    ) -> dict[str, Any]:
+        job = execution.job
+        timestamp = _timestamp(at)
+        view = {
+            "logName": f"projects/{job.project}/logs/{log_id}",
+            "resource": {
+                "type": "cloud_run_job",
+                "labels": {
+                    "project_id": job.project,
+                    "job_name": job.job_id,
+                    "location": job.location,
+                },
+            },
+            "textPayload": text,
+            "timestamp": timestamp,
+            "receiveTimestamp": timestamp,
+            "severity": severity,
+            "insertId": uuid.uuid4().hex[:24],
+            "labels": {
+                EXECUTION_LABEL: execution.execution_id,
+                "run.googleapis.com/task_index": "0",
+                "run.googleapis.com/task_attempt": "0",
+                "instanceId": execution.instance_id,
+            },
+        }
+        self._log_entries.append(_LogEntry(execution.name, at, view))
+        return view
+
+    def _log_endings(self, executions: Iterable[_Execution], now: float) -> None:
+        """Write the system entry of each execution that failed, or was cancelled while
+        running, by `now`: computed when looked at, like the executions' states."""
+        for execution in executions:
+            if execution.system_logged or execution.end_at is None:
+                continue
+            phase = execution.phase(now)
+            if phase == "failed":
+                text = execution.system_text or f"Container called exit({execution.exit_code})."
+            elif phase == "cancelled" and execution.started_at(now) is not None:
+                text = (
+                    f"Execution {execution.execution_id} was cancelled: its running task "
+                    f"{execution.execution_id}-task0 was stopped."
+                )
+            else:
+                continue
+            execution.system_logged = True
+            self._log(execution, SYSTEM_LOG_ID, text, "WARNING", execution.end_at)
+
+    def _sorted_log(self, descending: bool = False) -> list[_LogEntry]:
+        # Stable, so entries of one time keep their order (reversed when descending).
+        ordered = sorted(self._log_entries, key=lambda entry: entry.at)
+        return ordered[::-1] if descending else ordered
+
+    def _list_log_entries(self, body: Mapping[str, Any], now: float) -> dict[str, Any]:
+        projects = _log_projects(body.get("resourceNames"))
+        try:
+            comparisons = parse_filter(str(body.get("filter") or ""))
+        except FilterError as exc:
+            raise ApiError(400, str(exc)) from None
+        order = body.get("orderBy") or LOG_ORDERS[0]
+        if order not in LOG_ORDERS:
+            raise ApiError(400, f"Invalid orderBy '{order}': use one of {', '.join(LOG_ORDERS)}.")
+        try:
+            size = int(body.get("pageSize") or LOG_PAGE_SIZE)
+        except (TypeError, ValueError):
+            raise ApiError(400, f"Invalid pageSize {body.get('pageSize')!r}.") from None
+        if not 0 < size <= MAX_LOG_PAGE_SIZE:
+            raise ApiError(400, f"pageSize must be between 0 and {MAX_LOG_PAGE_SIZE}, not {size}.")
+        self._log_endings(self._executions.values(), now)
+        found = [
+            copy.deepcopy(entry.view)
+            for entry in self._sorted_log(descending=order == LOG_ORDERS[1])
+            if entry.view["resource"]["labels"]["project_id"] in projects
+            and all(comparison.matches(entry.view) for comparison in comparisons)
+        ]
+        page = {"pageSize": str(size), "pageToken": str(body.get("pageToken") or "")}
+        return _page(found, page, "entries")
 
     # -- HTTP entry point ----------------------------------------------------------------
 
@@ -842,7 +1366,7 @@ class CloudRunEmulator(LocalService):
             )
 
         if fault is not None and fault.kind == "error":
-            message = fault.message or _fault_message(fault.code, rpc, path, query)
+            message = fault.message or _fault_message(fault.code, rpc, path, query, body_json)
             details = _error_details(fault.code, rpc)
             answer = ApiError(fault.code, message, fault.status, details).to_json()
             record(fault.code, answer)
@@ -881,10 +1405,12 @@ class CloudRunEmulator(LocalService):
         if body is not None and not isinstance(body, dict):
             raise ApiError(400, "Invalid JSON payload received: not an object.")
         body = body or {}
-        parent = f"projects/{params['project']}/locations/{params['location']}"
-        validate_only = query.get("validateOnly", "").lower() == "true"
         with self._lock:
             now = self._clock()
+            if rpc == "ListLogEntries":
+                return self._list_log_entries(body, now)
+            parent = f"projects/{params['project']}/locations/{params['location']}"
+            validate_only = query.get("validateOnly", "").lower() == "true"
             if rpc == "CreateJob":
                 job_id = query.get("jobId", "")
                 return self._create_job(parent, params, job_id, body, now, validate_only)
@@ -1036,6 +1562,8 @@ class CloudRunEmulator(LocalService):
     def _delete_execution(self, execution: _Execution, now: float) -> None:
         if execution.phase(now) not in TERMINAL:
             _cancel(execution, now)
+        # Its logs outlive it; the system entry of how it ended is due now or never.
+        self._log_endings([execution], now)
         execution.deleted_at = now
         execution.job.executions.pop(execution.execution_id, None)
         self._executions.pop(execution.name, None)
@@ -1070,6 +1598,7 @@ class CloudRunEmulator(LocalService):
                 raise ApiError(400, "overrides.taskCount must be at least 1.")
             template["taskCount"] = int(overrides["taskCount"])
         if overrides.get("timeout"):
+            _duration_seconds(overrides["timeout"], "overrides.timeout")
             task_template["timeout"] = overrides["timeout"]
         return template
 
@@ -1090,6 +1619,7 @@ class CloudRunEmulator(LocalService):
         task_template = template["template"]
         task_count = int(template.get("taskCount") or 1)
         start_at = now + plan.start_seconds
+        runs_container = self.run_containers and plan.outcome == "succeeded"
         execution = _Execution(
             name=f"{job.name}/executions/{execution_id}",
             execution_id=execution_id,
@@ -1097,7 +1627,9 @@ class CloudRunEmulator(LocalService):
             uid=str(uuid.uuid4()),
             created_at=now,
             start_at=start_at,
-            end_at=None if plan.outcome == "manual" else start_at + plan.run_seconds,
+            end_at=None
+            if plan.outcome == "manual" or runs_container
+            else start_at + plan.run_seconds,
             final="succeeded" if plan.outcome == "manual" else plan.outcome,
             message=plan.message,
             run_seconds=plan.run_seconds,
@@ -1107,6 +1639,7 @@ class CloudRunEmulator(LocalService):
             template=task_template,
             labels=dict(template.get("labels", {})),
             annotations=dict(template.get("annotations", {})),
+            runs_container=runs_container,
         )
         job.executions[execution_id] = execution
         job.execution_count += 1
@@ -1293,6 +1826,8 @@ class CloudRunEmulator(LocalService):
                         "operations": len(self._operations),
                         "faults": len(self._faults),
                         "requests": len(self._requests),
+                        "log_entries": len(self._log_entries),
+                        "processes": len(self._processes),
                     }
             if route == "requests" and method == "GET":
                 found = self.requests(query.get("rpc"), query.get("method"))
@@ -1330,6 +1865,12 @@ class CloudRunEmulator(LocalService):
                 if not isinstance(payload, Mapping) or "execution" not in payload:
                     return 400, {"error": 'the body must be {"execution": ..., "outcome": ...}'}
                 return 200, self.finish_execution(**payload)
+            if route == "logs" and method == "GET":
+                return 200, self.log_entries(query.get("execution"))
+            if route == "logs" and method == "POST":
+                if not isinstance(payload, Mapping) or not {"execution", "text"} <= set(payload):
+                    return 400, {"error": 'the body must be {"execution": ..., "text": ...}'}
+                return 200, self.write_log(**payload)
         except KeyError as exc:
             return 404, {"error": f"not found: {exc}"}
         except (TypeError, ValueError) as exc:
@@ -1352,16 +1893,33 @@ def _not_found(name: str) -> ApiError:
     return ApiError(404, f"Resource '{name}' was not found")
 
 
-def _fault_message(code: int, rpc: str | None, path: str, query: Mapping[str, str]) -> str:
+def _fault_message(
+    code: int, rpc: str | None, path: str, query: Mapping[str, str], body: Any
+) -> str:
     if code == 403 and rpc in PERMISSIONS:
         resource = path.removeprefix("/v2/").rsplit(":", 1)[0]
         if rpc == "CreateJob":
             resource = f"{resource}/{query.get('jobId', '')}"
+        elif rpc == "ListLogEntries" and isinstance(body, Mapping):
+            resource = ", ".join(map(str, body.get("resourceNames") or []))
         return (
             f"Permission '{PERMISSIONS[rpc]}' denied on resource '{resource}' "
             "(or it may not exist)."
         )
+    if code == 429:
+        if rpc == "ListLogEntries":
+            metric, limit = "Read requests", "Read requests per minute"
+        else:
+            metric, limit = "Job run requests", "Job run requests per minute per region"
+        return (
+            f"Quota exceeded for quota metric '{metric}' and limit '{limit}' of service "
+            f"'{_service(rpc)}' for consumer 'project_number:{PROJECT_NUMBER}'."
+        )
     return DEFAULT_MESSAGES.get(code, f"Error injected by the emulator ({code}).")
+
+
+def _service(rpc: str | None) -> str:
+    return "logging.googleapis.com" if rpc == "ListLogEntries" else "run.googleapis.com"
 
 
 def _error_details(code: int, rpc: str | None) -> list[dict[str, Any]]:
@@ -1371,7 +1929,7 @@ def _error_details(code: int, rpc: str | None) -> list[dict[str, Any]]:
         info = {
             "reason": "RATE_LIMIT_EXCEEDED",
             "domain": "googleapis.com",
-            "metadata": {"service": "run.googleapis.com", "consumer": f"projects/{PROJECT_NUMBER}"},
+            "metadata": {"service": _service(rpc), "consumer": f"projects/{PROJECT_NUMBER}"},
         }
     elif code == 403 and rpc in PERMISSIONS:
         info = {
@@ -1399,6 +1957,7 @@ def _job_template(template: Any) -> dict[str, Any]:
     template.setdefault("taskCount", 1)
     task_template.setdefault("maxRetries", 3)
     task_template.setdefault("timeout", "600s")
+    _duration_seconds(task_template["timeout"], "Job.template.template.timeout")
     task_template.setdefault(
         "serviceAccount", f"{PROJECT_NUMBER}-compute@developer.gserviceaccount.com"
     )
@@ -1413,7 +1972,42 @@ def _cancel(execution: _Execution, now: float) -> None:
 
 
 def _failure_message(execution: _Execution) -> str:
-    return execution.message or f"Task {execution.execution_id}-task0 failed with exit code 1"
+    return execution.message or (
+        f"Task {execution.execution_id}-task0 failed with exit code {execution.exit_code}"
+    )
+
+
+def _signal_group(popen: subprocess.Popen[bytes], signum: signal.Signals) -> None:
+    # The group may be gone already (ProcessLookupError), or hold only zombies (EPERM on macOS).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signum)
+
+
+def _duration_seconds(value: Any, what: str) -> float:
+    """Seconds of a google.protobuf.Duration in JSON ("600s", "1.5s"); 400 when it is not one."""
+    text = str(value)
+    try:
+        seconds = float(text.removesuffix("s")) if text.endswith("s") else -1.0
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise ApiError(400, f"Invalid {what} '{text}': a duration such as '600s' is required.")
+    return seconds
+
+
+def _log_projects(resource_names: Any) -> set[str]:
+    """The projects of entries:list's `resourceNames` (the emulator serves only projects)."""
+    if not isinstance(resource_names, list) or not resource_names:
+        raise ApiError(400, 'resourceNames is required: a list such as ["projects/my-project"].')
+    projects = set()
+    for name in resource_names:
+        matched = re.fullmatch(r"projects/([^/]+)", name) if isinstance(name, str) else None
+        if matched is None:
+            raise ApiError(
+                400, f"Invalid resource name {name!r}: the emulator serves projects/PROJECT_ID."
+            )
+        projects.add(matched.group(1))
+    return projects
 
 
 def _conditions(execution: _Execution, phase: Phase, now: float) -> list[dict[str, Any]]:
@@ -1589,8 +2183,9 @@ CloudRunEmulator.handler_class = _Handler
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skylane.testing.gcp",
-        description="Cloud Run Admin API v2 emulator (jobs, executions, operations). Prints its "
-        "URL, then serves until interrupted; control it under /emulator/.",
+        description="Cloud Run Admin API v2 emulator (jobs, executions, operations) with Cloud "
+        "Logging's entries:list. Prints its URL, then serves until interrupted; control it under "
+        "/emulator/.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (default: free)")
@@ -1607,8 +2202,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PROJECT",
         help="answer 403 PERMISSION_DENIED to every call on this project (repeatable)",
     )
+    parser.add_argument(
+        "--run-containers",
+        action="store_true",
+        help="run each execution's first container (command + args) as a local process",
+    )
+    parser.add_argument(
+        "--workdir", default=None, metavar="DIR", help="directory the processes run in"
+    )
+    parser.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Secret Manager value for secretKeyRef env (NAME or NAME:VERSION; repeatable)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
+    secrets: dict[str, str] = {}
+    for item in args.secret:
+        name, equals, value = item.partition("=")
+        if not name or not equals:
+            parser.error(f"--secret takes NAME=VALUE, not {item!r}")
+        secrets[name] = value
 
     emulator = CloudRunEmulator(
         host=args.host,
@@ -1619,6 +2235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         operation_seconds=args.operation_seconds,
         forbidden_projects=args.forbidden_project,
         verbose=args.verbose,
+        run_containers=args.run_containers,
+        workdir=args.workdir,
+        secrets=secrets,
     )
     return serve_until_signalled(emulator)
 
