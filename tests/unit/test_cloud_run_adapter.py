@@ -22,7 +22,7 @@ from skylane.adapters.cloud_run_template import (  # noqa: E402
     execution_token_for,
     job_id_for,
 )
-from skylane.errors import PermanentProviderError, ThrottledError  # noqa: E402
+from skylane.errors import PermanentProviderError, ProviderNotFound, ThrottledError  # noqa: E402
 from skylane.models import Pool  # noqa: E402
 from skylane.pool_types import parse_pool_type  # noqa: E402
 from skylane.retries import RetryPolicy  # noqa: E402
@@ -226,16 +226,21 @@ def test_timeout_on_create_adopts_the_execution(emulator: CloudRunEmulator) -> N
     assert len(emulator.requests(rpc="CreateJob")) == 1  # found, not created again
 
 
-def test_throttled_create_has_a_30_second_floor(emulator: CloudRunEmulator) -> None:
-    emulator.throttle(rpc="CreateJob", count=None)
-    adapter = make_adapter(emulator, submit_deadline_seconds=5.0)
+def test_throttled_create_is_handed_back_at_once_with_a_30_second_floor(
+    emulator: CloudRunEmulator,
+) -> None:
+    emulator.throttle(rpc="CreateJob", count=1)
+    adapter = make_adapter(emulator)
+    adapter.retry_policy = RetryPolicy(base=0.0, cap=0.05, longest_sleep=10.0)
     key = new_key()
 
     with pytest.raises(ThrottledError) as raised:
         adapter.submit(render(adapter, key), key)
 
+    # Not slept on inside the call: the dispatcher frees the claim and retries at the time.
     assert raised.value.retry_after is not None and raised.value.retry_after >= 30.0
     assert raised.value.retryable
+    assert len(emulator.requests(rpc="CreateJob")) == 1
     assert emulator.executions() == []
 
 
@@ -262,3 +267,62 @@ def test_find_unknown_key_is_none_and_unknown_ref_not_found(emulator: CloudRunEm
     state = status_of(adapter, expected_ref(key))
     assert state.status == ProviderStatus.NOT_FOUND
     assert adapter.logs(expected_ref(key)) == []
+
+
+def test_logs_come_from_cloud_logging_for_that_execution_only_oldest_first(
+    emulator: CloudRunEmulator,
+) -> None:
+    adapter = make_adapter(emulator)
+    first_key, second_key = new_key(), new_key()
+    first = adapter.submit(render(adapter, first_key), first_key)
+    second = adapter.submit(render(adapter, second_key), second_key)
+    emulator.write_log(first, "starting")
+    emulator.write_log(second, "another run's line")
+    time.sleep(0.01)
+    middle = datetime.now(UTC)
+    time.sleep(0.01)
+    emulator.write_log(first, "Traceback: boom", severity="ERROR", stream="stderr")
+
+    lines = adapter.logs(first)
+
+    assert [(line.stream, line.message) for line in lines] == [
+        ("stdout", "starting"),
+        ("stderr", "Traceback: boom"),
+    ]
+    assert lines[0].timestamp < lines[1].timestamp
+    assert [line.message for line in adapter.logs(first, since=middle)] == ["Traceback: boom"]
+    # The lines outlive the job, as in Cloud Logging.
+    adapter.cleanup(first)
+    kept = [line.message for line in adapter.logs(first) if line.stream != "system"]
+    assert kept == ["starting", "Traceback: boom"]
+    [listed] = emulator.requests(rpc="ListLogEntries")[:1]
+    assert listed.body["resourceNames"] == [f"projects/{PROJECT}"]
+
+
+def test_logs_of_a_failed_execution_include_cloud_runs_own_line(
+    emulator: CloudRunEmulator,
+) -> None:
+    adapter = make_adapter(emulator)
+    key = new_key()
+    ref = adapter.submit(render(adapter, key), key)
+    emulator.finish_execution(ref, "failed", "Task failed with exit code 2")
+
+    lines = adapter.logs(ref)
+
+    assert any(line.stream == "system" and "exit(" in line.message for line in lines), lines
+
+
+def test_logs_without_permission_fail_naming_it_and_an_unknown_ref_is_not_found(
+    emulator: CloudRunEmulator,
+) -> None:
+    adapter = make_adapter(emulator)
+    key = new_key()
+    ref = adapter.submit(render(adapter, key), key)
+    emulator.fail_next(403, rpc="ListLogEntries", count=None)
+
+    with pytest.raises(PermanentProviderError) as raised:
+        adapter.logs(ref)
+    assert "logging.logEntries.list" in raised.value.message
+
+    with pytest.raises(ProviderNotFound):
+        adapter.logs("arn:aws:ecs:us-east-1:1:task/flows/abc")

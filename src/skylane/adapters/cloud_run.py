@@ -16,7 +16,11 @@
 - A ref is the execution's full resource name,
   `projects/P/locations/R/jobs/J/executions/E`.
 - `statuses` reads each execution (Cloud Run has no batch call); `cancel` cancels it;
-  `cleanup` deletes its job unless the job is labelled `skylane-keep-job=true`.
+  `cleanup` deletes its job unless the job is labelled `skylane-keep-job=true`; `logs` reads
+  the execution's lines from Cloud Logging (they outlive the job), for `run logs` when the
+  runtime sent none.
+- A 429 is a per-minute quota: it is raised at once with a retry time at least 30 s away, and
+  the dispatcher frees the claim until then (no thread sleeps on it).
 
 ResourceCache kind `cloud-run-job` (job id -> `projects/P/locations/R`), written before the
 first CreateJob so `find` knows where to look when the template names another region than the
@@ -25,10 +29,12 @@ pool's; removed by `cleanup`.
 Pool settings: `project`, `region`, `endpoint_url` (or the environment variable
 `SKYLANE_CLOUD_RUN_ENDPOINT`: an `http(s)://host:port` the official client's REST transport is
 pointed at with anonymous credentials, e.g. `skylane.testing.gcp.CloudRunEmulator`).
+The Cloud Logging client uses the same endpoint (the emulator serves `entries:list` too).
 Credentials: Application Default Credentials (`google.auth.default`), impersonating
 `pool.credentials["impersonate_service_account"]` when set; never a key file.
 
-`google-cloud-run` and `google-auth` are imported lazily, in this module only.
+`google-cloud-run`, `google-cloud-logging` and `google-auth` are imported lazily, in this
+module only.
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote
 
 from skylane.adapters import cloud_run_template as tpl
 from skylane.adapters.base import (
@@ -86,6 +93,11 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 THROTTLE_FLOOR_SECONDS = 30.0
 # How often `submit` reads the job while its create operation has not named the execution yet.
 EXECUTION_NAME_POLL_SECONDS = 0.2
+# `logs`: how far back to look without `since` (the _Default bucket keeps 30 days), how many
+# entries per entries.list page, and how many lines at most.
+LOG_LOOKBACK = timedelta(days=30)
+LOG_PAGE_SIZE = 1000
+MAX_LOG_LINES = 10_000
 
 _EXECUTION_REF = re.compile(
     r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/jobs/(?P<job>[^/]+)"
@@ -288,6 +300,8 @@ class CloudRunAdapter:
         self.limiter = limiter or UnlimitedRateLimiter()
         self._lock = threading.Lock()
         self._clients: tuple[Any, Any] | None = None
+        self._logging_clients: dict[str, Any] = {}
+        self._credentials: Any = None
         self._credentials_project: str | None = None
 
     # -- settings and clients ----------------------------------------------------------------
@@ -301,7 +315,7 @@ class CloudRunAdapter:
         value = self.pool.settings.get(name)
         return str(value).strip() or None if value else None
 
-    def _credentials(self) -> tuple[Any, str | None]:
+    def _load_credentials(self) -> tuple[Any, str | None]:
         """(credentials, their project): anonymous against an endpoint, else ADC, impersonating
         the pool's service account when it names one."""
         if self.endpoint_url:
@@ -323,34 +337,59 @@ class CloudRunAdapter:
             )
         return credentials, project
 
+    def _authenticated(self) -> Any:
+        """The pool's credentials, loaded once (call with the lock held)."""
+        if self._credentials is None:
+            try:
+                self._credentials, self._credentials_project = self._load_credentials()
+            except Exception as exc:  # noqa: BLE001 - translated
+                raise translate_error(exc, action="authenticate", resource="Google Cloud") from None
+        return self._credentials
+
+    def _client_options(self) -> Any:
+        from google.api_core.client_options import ClientOptions
+
+        endpoint = self.endpoint_url
+        return ClientOptions(api_endpoint=endpoint) if endpoint else None
+
     def clients(self) -> tuple[Any, Any]:
         """(JobsClient, ExecutionsClient), REST transport, made once per adapter."""
         with self._lock:
             if self._clients is None:
                 try:
-                    from google.api_core.client_options import ClientOptions
                     from google.cloud import run_v2
                 except ImportError as exc:  # pragma: no cover - depends on the install
                     raise PermanentProviderError(
                         "the Cloud Run adapter needs google-cloud-run (pip install "
                         f"'skylane[gcp]'): {exc}"
                     ) from None
-                try:
-                    credentials, project = self._credentials()
-                except Exception as exc:  # noqa: BLE001 - translated
-                    raise translate_error(
-                        exc, action="authenticate", resource="Google Cloud"
-                    ) from None
-                endpoint = self.endpoint_url
-                options = ClientOptions(api_endpoint=endpoint) if endpoint else None
                 common = {
                     "transport": "rest",
-                    "credentials": credentials,
-                    "client_options": options,
+                    "credentials": self._authenticated(),
+                    "client_options": self._client_options(),
                 }
                 self._clients = (run_v2.JobsClient(**common), run_v2.ExecutionsClient(**common))
-                self._credentials_project = project
             return self._clients
+
+    def logging_client(self, project: str) -> Any:
+        """A Cloud Logging client for `project` over HTTP/JSON (the same transport as the Cloud
+        Run clients, so the endpoint override reaches both), made once per project."""
+        with self._lock:
+            if project not in self._logging_clients:
+                try:
+                    from google.cloud import logging as cloud_logging
+                except ImportError as exc:  # pragma: no cover - depends on the install
+                    raise PermanentProviderError(
+                        "reading Cloud Run logs needs google-cloud-logging (pip install "
+                        f"'skylane[gcp]'): {exc}"
+                    ) from None
+                self._logging_clients[project] = cloud_logging.Client(
+                    project=project,
+                    credentials=self._authenticated(),
+                    _use_grpc=False,
+                    client_options=self._client_options(),
+                )
+            return self._logging_clients[project]
 
     def _project(self, given: str | None = None) -> str:
         project = given or self._setting("project")
@@ -633,6 +672,56 @@ class CloudRunAdapter:
         """Nothing: every job skylane creates is deleted by `cleanup` (or kept on purpose)."""
 
     def logs(self, ref: str, since: datetime | None = None) -> list[ProviderLogLine]:
-        """Not read yet: always []. Reading the execution's lines from Cloud Logging (its
-        `logUri` names the filter) comes later; a failed run's message carries that URI."""
-        return []
+        """The execution's lines from Cloud Logging (`entries.list` on the project, filtered on
+        the job, region and execution; they outlive the job), oldest first, at most
+        `MAX_LOG_LINES`; lines at or before `since` (naive: UTC) are left out. Without `since`,
+        the last `LOG_LOOKBACK` (Cloud Logging's default retention) is searched."""
+        try:
+            parsed = parse_ref(ref)
+        except ValueError as exc:
+            raise ProviderNotFound(str(exc)) from None
+        if since is None:
+            since, bound = datetime.now(UTC) - LOG_LOOKBACK, ">="
+        else:
+            since, bound = (since if since.tzinfo else since.replace(tzinfo=UTC)), ">"
+        stamp = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = "\n".join(
+            [
+                'resource.type="cloud_run_job"',
+                f'resource.labels.job_name="{parsed["job"]}"',
+                f'resource.labels.location="{parsed["region"]}"',
+                f'labels."run.googleapis.com/execution_name"="{parsed["execution"]}"',
+                f'timestamp{bound}"{stamp}"',
+            ]
+        )
+        client = self.logging_client(parsed["project"])
+
+        def read() -> list[ProviderLogLine]:
+            from google.cloud import logging as cloud_logging
+
+            try:
+                entries = client.list_entries(
+                    resource_names=[f"projects/{parsed['project']}"],
+                    filter_=query,
+                    order_by=cloud_logging.ASCENDING,
+                    page_size=LOG_PAGE_SIZE,
+                    max_results=MAX_LOG_LINES,
+                )
+                return [_log_line(entry) for entry in entries]
+            except Exception as exc:  # noqa: BLE001 - every SDK error is translated
+                raise translate_error(
+                    exc, action="logging.logEntries.list", resource=f"the logs of {ref}"
+                ) from None
+
+        return self._retry(read)
+
+
+def _log_line(entry: Any) -> ProviderLogLine:
+    """A Cloud Logging entry as a ProviderLogLine; the stream is the log's last part (`stdout`,
+    `stderr`, `system` for Cloud Run's own lines)."""
+    log_name = unquote(getattr(entry, "log_name", "") or "")
+    stream = log_name.rsplit("/", 1)[-1] or "stdout"
+    payload = entry.payload
+    message = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    timestamp = entry.timestamp or datetime.now(UTC)
+    return ProviderLogLine(timestamp=timestamp, stream=stream, message=message.rstrip("\n"))
