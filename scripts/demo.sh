@@ -15,9 +15,10 @@ MOTO_URL="http://127.0.0.1:$MOTO_PORT"
 export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1
 SERVER_PID=""
 MOTO_PID=""
+GCP_PID=""
 
 cleanup() {
-    for pid in "$SERVER_PID" "$MOTO_PID"; do
+    for pid in "$SERVER_PID" "$MOTO_PID" "$GCP_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
         fi
@@ -135,4 +136,47 @@ done
 echo "run $RUN_ID $STATE"
 [ "$STATE" = "CANCELLED" ]
 
-step "done: a local run and a scheduled run COMPLETED, and a run was pushed to ECS (moto); stopping"
+step "the Cloud Run emulator (python -m skylane.testing.gcp --run-containers): a local Cloud Run"
+# It runs each job's command as a local process in this directory, in place of the image.
+"$BIN/python" -m skylane.testing.gcp --port 0 --start-seconds 0.5 --run-containers \
+    --workdir "$PWD" >"$WORK/gcp.out" 2>"$WORK/gcp.log" &
+GCP_PID=$!
+GCP_URL=""
+for _ in $(seq 1 100); do
+    GCP_URL="$(head -n 1 "$WORK/gcp.out" 2>/dev/null || true)"
+    [ -n "$GCP_URL" ] && break
+    kill -0 "$GCP_PID" 2>/dev/null || { cat "$WORK/gcp.log"; exit 1; }
+    sleep 0.1
+done
+echo "Cloud Run Admin API v2 and Cloud Logging at $GCP_URL"
+
+step "skylane pool create gcp --type cloud-run:push --setting project=demo-project --setting region=europe-west1 --setting endpoint_url=$GCP_URL"
+"$BIN/skylane" pool create gcp --type cloud-run:push --setting project=demo-project \
+    --setting region=europe-west1 --setting "endpoint_url=$GCP_URL"
+
+step "skylane deployment create cloudrun --entrypoint examples/flows/hello.py:hello --pool gcp --image ..."
+"$BIN/skylane" deployment create cloudrun --entrypoint examples/flows/hello.py:hello --pool gcp \
+    --image europe-west1-docker.pkg.dev/demo-project/flows/hello:demo --job-variable memory=1Gi
+
+step "skylane deployment render hello/cloudrun   (the exact CreateJob request a run sends)"
+"$BIN/skylane" deployment render hello/cloudrun --param name=cloud-run
+
+step "skylane deployment run hello/cloudrun --param name=cloud-run --watch"
+"$BIN/skylane" deployment run hello/cloudrun --param name=cloud-run --watch
+"$BIN/python" - "$GCP_URL" <<'PY'
+import sys, time, httpx
+url = sys.argv[1]
+# The reconciler deletes the job once the run is over.
+for _ in range(100):
+    if httpx.get(url + "/emulator/").json()["jobs"] == 0:
+        break
+    time.sleep(0.1)
+calls = httpx.get(url + "/emulator/requests").json()
+seen = {}
+for call in calls:
+    seen[call["rpc"]] = seen.get(call["rpc"], 0) + 1
+print("calls Cloud Run received:", ", ".join(f"{rpc} x{n}" for rpc, n in seen.items()))
+print("jobs left:", httpx.get(url + "/emulator/").json()["jobs"])
+PY
+
+step "done: a local run and a scheduled run COMPLETED, a run was pushed to ECS (moto) and one ran on Cloud Run (emulator); stopping"
