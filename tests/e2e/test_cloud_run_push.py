@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -23,11 +23,11 @@ from google.api.launch_stage_pb2 import LaunchStage  # noqa: E402
 from skylane.testing.databases import reset_postgres_schema  # noqa: E402
 from skylane.testing.gcp import CloudRunEmulator  # noqa: E402
 from skylane.testing.server import ServerProcess, running_server  # noqa: E402
+from skylane.testing.waiting import wait_until  # noqa: E402
 from tests.e2e.conftest import FAST_SETTINGS  # noqa: E402
 from tests.e2e.test_run_path import UUID_RE  # noqa: E402
 from tests.unit.test_cloud_run_template import prefect_cloud_run_v2_template  # noqa: E402
 
-T = TypeVar("T")
 PROJECT = "skylane-e2e"
 REGION = "europe-west1"
 IMAGE = "europe-west1-docker.pkg.dev/skylane-e2e/flows/etl:1.0"
@@ -118,17 +118,6 @@ def create_deployment(server: ServerProcess, *extra: str) -> None:
 def start_run(server: ServerProcess, *args: str) -> str:
     result = server.cli("deployment", "run", "etl/nightly", *args, check=True)
     return UUID_RE.search(result.stdout).group(0)
-
-
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 def executions_by_run(emulator: CloudRunEmulator) -> Counter[str]:

@@ -17,11 +17,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
@@ -32,9 +32,9 @@ from skylane.testing.aws_faults import FaultProxy, token_bucket_violations
 from skylane.testing.databases import reset_postgres_schema
 from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import SKYLANE, ServerProcess, running_server
+from skylane.testing.waiting import wait_until
 from tests.e2e.conftest import ECS_CLUSTER as CLUSTER
 
-T = TypeVar("T")
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 REPLICAS = 3
 
@@ -179,26 +179,13 @@ def create_runs(
     return [plane.client.create_run(deployment_id, scheduled_time=due).id for _ in range(count)]
 
 
-def wait_until(
-    check: Callable[[], T | None], what: str, plane: ControlPlane, timeout: float = 60.0
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}\n{plane.logs()}")
-        time.sleep(0.25)
-
-
 def submitted_run(plane: ControlPlane, run_id: uuid.UUID) -> Run:
     def check() -> Run | None:
         run = plane.client.get_run(run_id)
         assert not run.state.is_terminal, run.state_message
         return run if submitted_refs(run) else None
 
-    return wait_until(check, f"run {run_id} to be submitted", plane)
+    return wait_until(check, f"run {run_id} to be submitted", context=plane.logs)
 
 
 def ended_run(plane: ControlPlane, run_id: uuid.UUID, timeout: float = 60.0) -> Run:
@@ -206,7 +193,7 @@ def ended_run(plane: ControlPlane, run_id: uuid.UUID, timeout: float = 60.0) -> 
         run = plane.client.get_run(run_id)
         return run if run.state.is_terminal else None
 
-    return wait_until(check, f"run {run_id} to end", plane, timeout=timeout)
+    return wait_until(check, f"run {run_id} to end", timeout=timeout, context=plane.logs)
 
 
 def all_runs(plane: ControlPlane) -> list[Run]:
@@ -278,7 +265,7 @@ def test_replicas_killed_mid_dispatch_lose_no_run_and_start_none_twice(
             return runs
         return None
 
-    runs = wait_until(all_submitted, "every run to be submitted", plane, timeout=90)
+    runs = wait_until(all_submitted, "every run to be submitted", timeout=90, context=plane.logs)
     assert plane.restarts >= 10
     assert {r.id for r in runs} == set(run_ids)
     assert_one_task_per_run(ecs, runs)
@@ -327,7 +314,7 @@ def test_throttled_run_tasks_are_retried_within_the_shared_rate_limit(
         runs = [plane.client.get_run(run_id) for run_id in run_ids]
         return runs if all(submitted_refs(r) for r in runs) else None
 
-    runs = wait_until(all_submitted, "every run to be submitted", plane, timeout=120)
+    runs = wait_until(all_submitted, "every run to be submitted", timeout=120, context=plane.logs)
     assert all(r.state == RunState.PENDING for r in runs), [r.state_message for r in runs]
     assert_one_task_per_run(ecs, runs)
     calls = proxy.calls("RunTask")

@@ -19,10 +19,10 @@ import subprocess
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import boto3
 import pytest
@@ -42,9 +42,9 @@ from skylane.testing.server import (
     running_server,
     stop_process,
 )
+from skylane.testing.waiting import wait_until
 from tests.e2e.conftest import ECS_CLUSTER, FAST_SETTINGS
 
-T = TypeVar("T")
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
 SETTINGS = {**FAST_SETTINGS, **FAKE_AWS_ENV}
@@ -117,17 +117,6 @@ def make_deployment(client: SkylaneClient, name: str, **schedule: Any) -> uuid.U
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def wait_until(check: Callable[[], T | None], what: str, log: str = "", timeout: float = 30) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}\n{log}")
-        time.sleep(0.2)
 
 
 def grid(schedule: Schedule, start: datetime, end: datetime) -> list[datetime]:
@@ -395,7 +384,7 @@ def test_changed_schedule_leaves_no_stale_runs(
         def submitted(count: int) -> bool:
             return sum(1 for r in deployment_runs(client, deployment_id) if refs(r)) >= count
 
-        wait_until(lambda: submitted(2), "two runs on the old schedule", server.log_tail())
+        wait_until(lambda: submitted(2), "two runs on the old schedule", context=server.log_tail)
 
         # Change: the runs to come are replaced by runs on the new grid, at once.
         changed_at = utcnow()
@@ -509,7 +498,7 @@ def test_catch_up_after_an_outage(tmp_path: Path, ecs: Any, moto_endpoint: str) 
         def submitted() -> bool:
             return all(any(refs(r) for r in deployment_runs(client, d)) for d in ids.values())
 
-        wait_until(submitted, "a run of each schedule on ECS", first.log_tail())
+        wait_until(submitted, "a run of each schedule on ECS", context=first.log_tail)
     down_at = utcnow()  # nothing creates or submits runs any more
 
     time.sleep(OUTAGE)

@@ -28,6 +28,7 @@ from skylane.pool_types import parse_pool_type  # noqa: E402
 from skylane.retries import RetryPolicy  # noqa: E402
 from skylane.settings import Settings  # noqa: E402
 from skylane.testing.gcp import CloudRunEmulator  # noqa: E402
+from skylane.testing.waiting import wait_until  # noqa: E402
 
 PROJECT = "skylane-test"
 REGION = "europe-west1"
@@ -93,14 +94,7 @@ def new_key() -> str:
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+    return wait_until(check, "Cloud Run", timeout=timeout, interval=0.01)
 
 
 def status_of(adapter: CloudRunAdapter, ref: str) -> Any:

@@ -40,6 +40,8 @@ from google.longrunning import operations_pb2  # noqa: E402
 from google.protobuf import json_format  # noqa: E402
 
 from skylane.testing.gcp import CloudRunEmulator, Fault  # noqa: E402
+from skylane.testing.server import stop_process  # noqa: E402
+from skylane.testing.waiting import wait_until as shared_wait_until  # noqa: E402
 
 PARENT = "projects/p/locations/europe-west1"
 # operation.result() polls after 1 s by default; the emulator's operations finish in ms.
@@ -112,14 +114,7 @@ def completed(execution: run_v2.Execution) -> run_v2.Condition:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 3.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+    return shared_wait_until(check, "the emulator", timeout=timeout, interval=0.01)
 
 
 class FakeClock:
@@ -154,12 +149,7 @@ def standalone_server(*flags: str) -> Iterator[str]:
         assert url.startswith("http://127.0.0.1:")
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
     assert process.returncode == 0, process.stderr.read() if process.stderr else ""
 
 

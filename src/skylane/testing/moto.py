@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from skylane.testing.server import free_port
+from skylane.testing.server import free_port, stop_process
 
 # What boto3 needs to talk to moto; moto accepts any credentials.
 FAKE_AWS_ENV = {
@@ -57,12 +57,7 @@ def moto_server(log_path: Path | None = None) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, grace=10)
         if log_path:
             log.close()  # type: ignore[union-attr]
 

@@ -199,12 +199,12 @@ def _wait_healthy(server: ServerProcess, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 20 s."""
+def stop_process(process: subprocess.Popen[Any], grace: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=20)
+        process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
