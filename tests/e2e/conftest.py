@@ -29,13 +29,22 @@ FAST_SETTINGS = {
 }
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+# Parameters of a fixture that runs its test on each database.
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of the kind `request.param` names (see DATABASES)."""
     if request.param == "sqlite":
-        db_url = f"sqlite:///{tmp_path / 'skylane.db'}"
-    else:
-        db_url = request.getfixturevalue("postgres_server_url")
-        reset_postgres_schema(db_url)
+        return f"sqlite:///{tmp_path / 'skylane.db'}"
+    url = request.getfixturevalue("postgres_server_url")
+    reset_postgres_schema(url)
+    return str(url)
+
+
+@pytest.fixture(params=DATABASES)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    db_url = database_url(request, tmp_path)
     with running_server(
         db_url, workdir=tmp_path / "project", home=tmp_path / "home", settings=FAST_SETTINGS
     ) as started:

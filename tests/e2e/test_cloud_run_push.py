@@ -20,11 +20,19 @@ pytest.importorskip("google.cloud.run_v2")
 
 from google.api.launch_stage_pb2 import LaunchStage  # noqa: E402
 
+from skylane.models import Run  # noqa: E402
 from skylane.testing.databases import reset_postgres_schema  # noqa: E402
 from skylane.testing.gcp import CloudRunEmulator  # noqa: E402
 from skylane.testing.server import ServerProcess, running_server  # noqa: E402
 from skylane.testing.waiting import wait_until  # noqa: E402
-from tests.e2e.conftest import FAST_SETTINGS  # noqa: E402
+from tests.e2e.conftest import DATABASES, FAST_SETTINGS, database_url  # noqa: E402
+from tests.e2e.test_dispatch_faults import (  # noqa: E402
+    FAULT_SETTINGS,
+    ControlPlane,
+    all_runs,
+    create_runs,
+    submitted_refs,
+)
 from tests.e2e.test_run_path import UUID_RE  # noqa: E402
 from tests.unit.test_cloud_run_template import prefect_cloud_run_v2_template  # noqa: E402
 
@@ -58,19 +66,14 @@ def emulator(workdir: Path) -> Iterator[CloudRunEmulator]:
         yield started
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def gcp_project(
     request: pytest.FixtureRequest, tmp_path: Path, workdir: Path, emulator: CloudRunEmulator
 ) -> Iterator[ServerProcess]:
     """A server with a `cloud-run:push` pool `gcp` on the emulator and a deployment
     `etl/nightly`."""
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{tmp_path / 'skylane.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_server_url")
-        reset_postgres_schema(database_url)
     with running_server(
-        database_url, workdir=workdir, home=tmp_path / "home", settings=SETTINGS
+        database_url(request, tmp_path), workdir=workdir, home=tmp_path / "home", settings=SETTINGS
     ) as server:
         create_pool(server, emulator)
         create_deployment(server)
@@ -312,3 +315,68 @@ def test_a_prefect_cloud_run_v2_template_renders_exactly_what_is_sent(
     [container] = sent_job["template"]["template"]["containers"]
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert "sklr_" not in json.dumps(rendered).replace("sklr_preview_****", "")
+
+
+@pytest.mark.postgres
+def test_dispatcher_replicas_killed_while_creates_fail_start_one_execution_per_run(
+    tmp_path: Path, postgres_server_url: str
+) -> None:
+    """Three dispatcher replicas on PostgreSQL, two of them killed and restarted while 40 runs
+    are pushed and Cloud Run loses, refuses or fails a dozen creates: every run gets exactly one
+    execution, recorded on its one attempt."""
+    reset_postgres_schema(postgres_server_url)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # Executions stay running (no runtime reports here): what is checked is what was started.
+    with (
+        CloudRunEmulator(outcome="manual") as emulator,
+        running_server(
+            postgres_server_url,
+            workdir=tmp_path / "project",
+            home=tmp_path / "home",
+            services="api,reconciler",
+            settings=FAULT_SETTINGS,
+        ) as server,
+    ):
+        plane = ControlPlane(server=server, database_url=postgres_server_url, replica_logs=logs)
+        try:
+            plane.client.create_pool(
+                name="gcp",
+                type="cloud-run:push",
+                settings={"project": PROJECT, "region": REGION, "endpoint_url": emulator.url},
+            )
+            deployment = plane.client.create_deployment(
+                flow_name="etl",
+                name="nightly",
+                pool="gcp",
+                entrypoint="flows/etl.py:etl",
+                image=IMAGE,
+            )
+            # Creates that went through but whose answers were lost, then 503s and 500s.
+            emulator.timeout_after(rpc="CreateJob", seconds=4, count=5)
+            emulator.unavailable(rpc="CreateJob", count=4)
+            emulator.internal_error(rpc="CreateJob", count=3)
+            run_ids = create_runs(plane, deployment.id, 40, due_in=1.0)
+            plane.replicas = [plane.start_replica(i) for i in range(3)]
+            time.sleep(2.5)
+            plane.kill_and_restart(0)
+            time.sleep(1.0)
+            plane.kill_and_restart(1)
+
+            def all_submitted() -> list[Run] | None:
+                runs = all_runs(plane)
+                return runs if all(submitted_refs(r) for r in runs) else None
+
+            runs = wait_until(
+                all_submitted, "every run to be submitted", timeout=120, context=plane.logs
+            )
+        finally:
+            plane.stop_replicas()
+
+    assert {r.id for r in runs} == set(run_ids)
+    assert executions_by_run(emulator) == Counter({str(run_id): 1 for run_id in run_ids})
+    assert len(emulator.executions()) == 40
+    assert sum(1 for r in emulator.requests(rpc="CreateJob") if r.fault) == 12
+    for run in runs:
+        [ref] = submitted_refs(run)
+        assert ref in {e["name"] for e in emulator.executions()}
