@@ -14,7 +14,7 @@ Procedure:
    to the last run's `submitted_at` (and runs/s), each run's lateness (`submitted_at` minus its
    scheduled time), and the Cloud Run calls made meanwhile (the reconciler's reads of runs
    still PENDING included), per run and by method. The pool's default rate limit (3 job runs a
-   second: Cloud Run's 180 per minute per region) paces the burst unless `--no-rate-limit`.
+   second) paces the burst unless `--no-rate-limit`.
 3. End: without `--run-containers` the executions stay running until the benchmark ends them
    all at once (the emulator's `finish_execution`); no runtime reports, so the reconciler
    settles each run (CRASHED, "ended at the provider without reporting") and deletes its job:
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-rate-limit",
         action="store_true",
-        help="lift the pool's default limit (3 job runs a second, Cloud Run's quota) to measure "
+        help="lift the pool's default limit (3 job runs a second) to measure "
         "skylane's own throughput",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
