@@ -40,6 +40,7 @@ from _common import emit, log, machine, summarize
 from _server import database, running_server
 
 from skylane.testing.gcp import CloudRunEmulator
+from skylane.testing.waiting import wait_until
 
 PROJECT = "bench-project"
 REGION = "europe-west1"
@@ -74,17 +75,6 @@ def per_run(counts: Counter[str], runs: int) -> dict[str, float]:
     found = {rpc: round(n / runs, 2) for rpc, n in sorted(counts.items())}
     found["total"] = round(sum(counts.values()) / runs, 2)
     return found
-
-
-def wait(check: Any, what: str, timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {what}")
-        time.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                 done = [r for r in runs if any(a.submitted_at for a in r.attempts)]
                 return runs if len(done) == len(run_ids) else None
 
-            runs = wait(all_submitted, "every run to be submitted", args.timeout)
+            runs = wait_until(
+                all_submitted, "every run to be submitted", timeout=args.timeout, interval=0.2
+            )
             submitted = [max(a.submitted_at for a in r.attempts if a.submitted_at) for r in runs]
             last = max(submitted)
             burst_seconds = (last - due).total_seconds()
@@ -163,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 for execution in emulator.executions():
                     emulator.finish_execution(execution["name"], "succeeded")
             end_start = time.time()
-            wait(lambda: not emulator.jobs(), "every job to be deleted", args.timeout)
+            wait_until(lambda: not emulator.jobs(), "every job to be deleted", timeout=args.timeout)
             end_seconds = time.time() - end_start
             states = Counter(r.state.value for r in client.list_runs(limit=args.runs + 10))
             result["end"] = {
