@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import enum
 import shlex
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from skylane.errors import InvalidInput
 from skylane.models import Pool
-from skylane.rate_limits import RateLimiter
+from skylane.rate_limits import RateLimiter, UnlimitedRateLimiter
+from skylane.retries import PROVIDER_CALLS, RetryPolicy
 from skylane.settings import Settings
+
+T = TypeVar("T")
 
 
 def split_command(value: Any, *, field: str = "job_variables.command") -> list[str] | None:
@@ -128,6 +133,34 @@ class MemoryResourceCache:
 
     def delete(self, kind: str, key: str) -> None:
         self._data.pop((kind, key), None)
+
+
+class CloudAdapter:
+    """What the cloud adapters share: the pool, settings, resource cache and rate limiter they
+    are built with (the `Adapter` constructor), and `_retry`, one provider operation under
+    `retry_policy` (tests shrink it)."""
+
+    provider: ClassVar[str]
+    retry_policy: RetryPolicy = PROVIDER_CALLS
+
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        *,
+        cache: ResourceCache | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.cache = cache or MemoryResourceCache()
+        # Rate-limited calls take a token shared by every replica (per account and region).
+        self.limiter = limiter or UnlimitedRateLimiter()
+
+    def _retry(self, fn: Callable[[], T], until: float | None = None) -> T:
+        """`fn()` under the retry policy; `until` (time.monotonic()) bounds it as a whole."""
+        deadline = None if until is None else max(0.0, until - time.monotonic())
+        return self.retry_policy.call(fn, what=f"{self.provider} call", deadline=deadline)
 
 
 class Adapter(Protocol):

@@ -53,7 +53,7 @@ from urllib.parse import unquote
 
 from skylane.adapters import cloud_run_template as tpl
 from skylane.adapters.base import (
-    MemoryResourceCache,
+    CloudAdapter,
     ProviderLogLine,
     ProviderState,
     ProviderStatus,
@@ -74,10 +74,8 @@ from skylane.rate_limits import (
     CLOUD_RUN_RUN_JOB,
     RateLimiter,
     RateScope,
-    UnlimitedRateLimiter,
     limits_for,
 )
-from skylane.retries import PROVIDER_CALLS, RetryPolicy
 from skylane.security import MASK
 from skylane.settings import Settings
 
@@ -277,14 +275,10 @@ def execution_state(execution: Any) -> ProviderState:
     return ProviderState(ProviderStatus.SUCCEEDED, exit_code=0)
 
 
-class CloudRunAdapter:
+class CloudRunAdapter(CloudAdapter):
     """Runs as Google Cloud Run jobs. See the module docstring."""
 
     provider: ClassVar[str] = "cloud-run"
-
-    # Tries of each provider call on transient and throttling errors, bounded by
-    # settings.submit_deadline_seconds in `submit` (tests shrink it).
-    retry_policy: RetryPolicy = PROVIDER_CALLS
 
     def __init__(
         self,
@@ -294,10 +288,7 @@ class CloudRunAdapter:
         cache: ResourceCache | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.cache = cache or MemoryResourceCache()
-        self.limiter = limiter or UnlimitedRateLimiter()
+        super().__init__(pool, settings, cache=cache, limiter=limiter)
         self._lock = threading.Lock()
         self._clients: tuple[Any, Any] | None = None
         self._logging_clients: dict[str, Any] = {}
@@ -447,11 +438,6 @@ class CloudRunAdapter:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[[], T], until: float | None = None) -> T:
-        """`fn()` under the retry policy; `until` (time.monotonic()) bounds it as a whole."""
-        deadline = None if until is None else max(0.0, until - time.monotonic())
-        return self.retry_policy.call(fn, what="Cloud Run call", deadline=deadline)
-
     def _call(
         self,
         fn: Callable[..., T],
@@ -503,7 +489,7 @@ class CloudRunAdapter:
         def create_once() -> str:
             if ambiguous[0]:
                 # The previous try may have created the job before its answer was lost.
-                found = self._execution_of(job_name, request.execution_token)
+                found = self._execution_of(job_name)
                 if found:
                     return found
             timeout = max(0.0, until - time.monotonic())
@@ -523,7 +509,7 @@ class CloudRunAdapter:
                     job_id=request.job_id,
                 )
             except ProviderConflict:
-                found = self._execution_of(job_name, request.execution_token)
+                found = self._execution_of(job_name)
                 if found:
                     log.info("adopted Cloud Run execution %s (job existed)", found)
                     return found
@@ -555,7 +541,7 @@ class CloudRunAdapter:
         if short:
             return self._full_execution_name(job_name, short)
         while True:
-            found = self._execution_of(job_name, request.execution_token)
+            found = self._execution_of(job_name)
             if found:
                 return found
             if time.monotonic() + EXECUTION_NAME_POLL_SECONDS >= until:
@@ -568,7 +554,7 @@ class CloudRunAdapter:
     def _full_execution_name(job_name: str, name: str) -> str:
         return name if "/" in name else f"{job_name}/executions/{name}"
 
-    def _execution_of(self, job_name: str, token: str | None = None) -> str | None:
+    def _execution_of(self, job_name: str) -> str | None:
         """The full name of the job's latest execution; None when the job does not exist (or
         has no execution yet)."""
         job = self._get_job(job_name)

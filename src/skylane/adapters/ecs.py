@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 from skylane.adapters import ecs_template as tpl
 from skylane.adapters.aws import AwsClients, translate_error
 from skylane.adapters.base import (
-    MemoryResourceCache,
+    CloudAdapter,
     ProviderLogLine,
     ProviderState,
     ProviderStatus,
@@ -69,10 +69,8 @@ from skylane.rate_limits import (
     ECS_RUN_TASK,
     RateLimiter,
     RateScope,
-    UnlimitedRateLimiter,
     limits_for,
 )
-from skylane.retries import PROVIDER_CALLS, RetryPolicy
 from skylane.security import MASK, is_secret_name
 from skylane.settings import Settings
 
@@ -477,14 +475,13 @@ def _default_family(context: RunContext) -> str:
 # --- the adapter -----------------------------------------------------------------------------
 
 
-class EcsAdapter:
-    """Runs as AWS ECS tasks. See the module docstring."""
+class EcsAdapter(CloudAdapter):
+    """Runs as AWS ECS tasks. See the module docstring. Each step of `submit` is retried on
+    transient and throttling errors (`_retry`), all within settings.submit_deadline_seconds;
+    the dispatcher retries later attempts itself, by the same policy."""
 
     provider: ClassVar[str] = "ecs"
 
-    # Tries of each step of `submit` on transient and throttling errors (the dispatcher retries
-    # later attempts itself, by the same policy), all within settings.submit_deadline_seconds.
-    retry_policy: RetryPolicy = PROVIDER_CALLS
     # GetLogEvents page size for `logs` (None: CloudWatch's default, up to 10,000 events).
     log_page_size: int | None = None
 
@@ -496,11 +493,7 @@ class EcsAdapter:
         cache: ResourceCache | None = None,
         limiter: RateLimiter | None = None,
     ) -> None:
-        self.pool = pool
-        self.settings = settings
-        self.cache = cache or MemoryResourceCache()
-        # RunTask calls take a token shared by every replica (per account and region).
-        self.limiter = limiter or UnlimitedRateLimiter()
+        super().__init__(pool, settings, cache=cache, limiter=limiter)
         self.aws = AwsClients(
             pool.credentials, pool.settings, timeout=settings.provider_timeout_seconds
         )
@@ -889,11 +882,6 @@ class EcsAdapter:
         return request.redacted()
 
     # -- submission --------------------------------------------------------------------------
-
-    def _retry(self, fn: Any, until: float | None = None) -> Any:
-        """`fn()` under the retry policy; `until` (time.monotonic()) bounds it as a whole."""
-        deadline = None if until is None else max(0.0, until - time.monotonic())
-        return self.retry_policy.call(fn, what="ECS call", deadline=deadline)
 
     def _call(
         self,
