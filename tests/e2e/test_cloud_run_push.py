@@ -220,7 +220,13 @@ def test_keep_job_keeps_the_job_after_the_run(
 
     run = gcp_project.wait_for_state(run_id, TERMINAL)
     assert run["state"] == "COMPLETED", run["state_message"]
-    time.sleep(1.5)  # a few reconciler passes, which would have deleted it by now
+
+    # The reconciler has done its cleanup of the attempt: without keep_job the job is gone now.
+    def cleaned_up() -> bool:
+        [attempt] = gcp_project.cli_json("run", "inspect", run_id)["attempts"]
+        return attempt["cleaned_up_at"] is not None
+
+    wait_until(cleaned_up, "the reconciler to clean the run up")
     [job] = emulator.jobs()
     assert job["labels"]["skylane-keep-job"] == "true"
     assert emulator.requests(rpc="DeleteJob") == []
