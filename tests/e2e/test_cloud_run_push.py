@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("google.cloud.run_v2")
@@ -133,6 +134,11 @@ def executions_by_run(emulator: CloudRunEmulator) -> Counter[str]:
     return counts
 
 
+def live_processes(emulator: CloudRunEmulator) -> int:
+    """Container processes the emulator is running (from its control API)."""
+    return int(httpx.get(f"{emulator.url}/emulator/").json()["processes"])
+
+
 def job_env(body: dict[str, Any]) -> dict[str, str]:
     [container] = body["template"]["template"]["containers"]
     return {e["name"]: e.get("value", "") for e in container.get("env", [])}
@@ -201,6 +207,7 @@ def test_cancel_cancels_the_execution_stops_the_process_and_deletes_the_job(
 ) -> None:
     run_id = start_run(gcp_project, "--param", "seconds=120")
     gcp_project.wait_for_state(run_id, {"RUNNING"})
+    assert live_processes(emulator) == 1  # the flow is sleeping inside its "container"
 
     gcp_project.cli("run", "cancel", run_id, check=True)
 
@@ -209,8 +216,8 @@ def test_cancel_cancels_the_execution_stops_the_process_and_deletes_the_job(
     [cancel] = emulator.requests(rpc="CancelExecution")
     assert cancel.path.endswith(run["attempts"][0]["provider_ref"] + ":cancel")
     wait_until(lambda: emulator.jobs() == [], "the job to be deleted")
-    lines = gcp_project.cli("run", "logs", run_id, check=True).stdout
-    assert "etl for today" in lines and "etl done" not in lines
+    wait_until(lambda: live_processes(emulator) == 0, "the container process to be stopped")
+    assert "etl for today" in gcp_project.cli("run", "logs", run_id, check=True).stdout
 
 
 def test_keep_job_keeps_the_job_after_the_run(
