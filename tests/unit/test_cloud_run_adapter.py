@@ -16,8 +16,9 @@ pytest.importorskip("google.cloud.run_v2")
 from skylane import templates  # noqa: E402
 from skylane.adapters import adapter_class  # noqa: E402
 from skylane.adapters.base import ProviderStatus, RunContext  # noqa: E402
-from skylane.adapters.cloud_run import LABEL_KEEP_JOB, CloudRunAdapter  # noqa: E402
+from skylane.adapters.cloud_run import CloudRunAdapter  # noqa: E402
 from skylane.adapters.cloud_run_template import (  # noqa: E402
+    LABEL_KEEP_JOB,
     CloudRunJobRequest,
     execution_token_for,
     job_id_for,

@@ -16,6 +16,7 @@ from skylane import templates
 from skylane.adapters.base import RunContext
 from skylane.adapters.cloud_run_template import (
     IGNORED_KEYS,
+    LABEL_KEEP_JOB,
     MAX_JOB_ID_LENGTH,
     CloudRunJobRequest,
     build_job_request,
@@ -322,7 +323,19 @@ def test_direct_vpc_egress_and_its_conflicts() -> None:
 def test_keep_job_and_max_retries() -> None:
     request = build({"keep_job": True, "max_retries": 3})
     assert request.keep_job is True
+    # The label tells cleanup to keep the job, from the job alone.
+    assert request.job["labels"][LABEL_KEEP_JOB] == "true"
     assert task_of(request)["maxRetries"] == 3
+    assert LABEL_KEEP_JOB not in build({}).job.get("labels", {})
+
+
+def test_the_keep_job_label_counts_towards_cloud_runs_label_limit() -> None:
+    ours = len(build({}).job["labels"])  # skylane's own labels
+    filling = {f"k{i}": "v" for i in range(64 - ours)}
+    assert len(build({"labels": filling}).job["labels"]) == 64  # the limit, reached
+    with pytest.raises(InvalidInput) as raised:
+        build({"labels": filling, "keep_job": True})
+    assert raised.value.field == "job_variables.labels"
 
 
 # --- Prefect templates -----------------------------------------------------------------------

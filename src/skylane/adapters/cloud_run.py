@@ -39,7 +39,6 @@ module only.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -61,7 +60,6 @@ from skylane.adapters.base import (
     RunContext,
 )
 from skylane.errors import (
-    InvalidInput,
     PermanentProviderError,
     ProviderConflict,
     ProviderError,
@@ -84,7 +82,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENDPOINT_VARIABLE = "SKYLANE_CLOUD_RUN_ENDPOINT"
-LABEL_KEEP_JOB = "skylane-keep-job"
 CACHE_JOBS = "cloud-run-job"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 # A 429 from Cloud Run is a per-minute quota: never come back sooner than this.
@@ -410,7 +407,7 @@ class CloudRunAdapter(CloudAdapter):
         self, job_configuration: dict[str, Any], context: RunContext
     ) -> tpl.CloudRunJobRequest:
         key = context.idempotency_key
-        request = tpl.build_job_request(
+        return tpl.build_job_request(
             job_configuration,
             run_env=context.runtime_env(),
             job_id=tpl.job_id_for(key),
@@ -420,18 +417,6 @@ class CloudRunAdapter(CloudAdapter):
             region=self._setting("region"),
             image=context.image,
         )
-        if not request.keep_job:
-            return request
-        job = json.loads(json.dumps(request.job))
-        labels = dict(job.get("labels") or {})
-        labels[LABEL_KEEP_JOB] = "true"
-        if len(labels) > tpl.MAX_LABELS:
-            raise InvalidInput(
-                f"at most {tpl.MAX_LABELS - 4} labels: skylane adds its own",
-                field="job_variables.labels",
-            )
-        job["labels"] = labels
-        return dataclasses.replace(request, job=job)
 
     def describe(self, request: tpl.CloudRunJobRequest) -> dict[str, Any]:
         return tpl.describe_request(request)
@@ -641,7 +626,7 @@ class CloudRunAdapter(CloudAdapter):
         except ValueError:
             return
         job = self._retry(lambda: self._get_job(job_name))
-        if job is not None and job.labels.get(LABEL_KEEP_JOB) != "true":
+        if job is not None and job.labels.get(tpl.LABEL_KEEP_JOB) != "true":
             jobs, _ = self.clients()
             try:
                 self._retry(

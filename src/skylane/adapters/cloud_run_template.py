@@ -61,6 +61,7 @@ from skylane.security import MASK, is_secret_name
 __all__ = [
     "CloudRunJobRequest",
     "IGNORED_KEYS",
+    "LABEL_KEEP_JOB",
     "build_job_request",
     "check_labels",
     "check_project",
@@ -77,6 +78,9 @@ __all__ = [
 ]
 
 PROVIDER = "cloud-run"
+# A job whose run asked to keep it (`keep_job`) carries this label, so cleanup knows from the
+# job alone.
+LABEL_KEEP_JOB = "skylane-keep-job"
 TOKEN_VARIABLE = "SKYLANE_RUN_TOKEN"
 DEFAULT_COMMAND = ["python", "-m", "skylane.runtime"]
 DEFAULT_CPU = "1"
@@ -897,7 +901,9 @@ def build_job_request(
             )
         job["launchStage"] = stage.upper()
 
-    all_labels = _merge_labels(body, execution, config, labels)
+    keep_job = _bool(config.get("keep_job", False), "job_variables.keep_job")
+    system_labels = {**(labels or {}), **({LABEL_KEEP_JOB: "true"} if keep_job else {})}
+    all_labels = _merge_labels(body, execution, config, system_labels)
     if all_labels:
         job["labels"] = dict(all_labels)
     annotations = _annotations(body.get("annotations"), f"{_BODY}.annotations")
@@ -943,7 +949,7 @@ def build_job_request(
         job_id=job_id,
         execution_token=execution_token,
         job=job,
-        keep_job=_bool(config.get("keep_job", False), "job_variables.keep_job"),
+        keep_job=keep_job,
         timeout_seconds=timeout,
     )
 
