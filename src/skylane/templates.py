@@ -32,6 +32,7 @@ from referencing import Registry
 from referencing.exceptions import Unresolvable
 
 from skylane.errors import InvalidInput
+from skylane.security import is_secret_name
 
 __all__ = [
     "merge_job_variables",
@@ -443,9 +444,10 @@ def _describe_validation_error(error: ValidationError, field: str) -> tuple[str,
         if missing is not None:
             parts.append(missing)
     instance_text = None
-    if isinstance(error.schema, dict) and (
-        error.schema.get("writeOnly") is True or error.schema.get("format") == "password"
-    ):
+    if (
+        isinstance(error.schema, dict)
+        and (error.schema.get("writeOnly") is True or error.schema.get("format") == "password")
+    ) or any(is_secret_name(str(part)) for part in parts):
         instance_text = "<redacted value>"
     message = _shorten_reprs(error.message, error.instance, error.validator_value, instance_text)
     return _join(field, parts), _bounded(message)
