@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-EXTRAS ?= dev,postgres,aws,gcp
+EXTRAS ?= dev,postgres,aws,gcp,azure
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks)
 
