@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from skylane.adapters.aci import AciAdapter
 from skylane.adapters.base import Adapter, ProviderState, ProviderStatus, RunContext
 from skylane.adapters.cloud_run import CloudRunAdapter
 from skylane.adapters.ecs import EcsAdapter
@@ -11,6 +12,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     ProcessAdapter.provider: ProcessAdapter,
     EcsAdapter.provider: EcsAdapter,
     CloudRunAdapter.provider: CloudRunAdapter,
+    AciAdapter.provider: AciAdapter,
 }
 
 
