@@ -199,7 +199,6 @@ of stdout, then serves until SIGINT or SIGTERM (and stops its processes).
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import copy
 import fnmatch
@@ -207,10 +206,8 @@ import json
 import os
 import random
 import re
-import signal
 import socket
 import string
-import subprocess
 import sys
 import threading
 import time
@@ -219,9 +216,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Literal, Self, cast
+from typing import Any, Literal, Self, cast
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from skylane.testing.container_processes import (
+    LocalContainerProcess,
+    inherited_env,
+    stop_processes,
+)
 from skylane.testing.local_http import (
     LocalHandler,
     LocalService,
@@ -303,14 +305,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
     (re.compile(r"^/v2/entries:list$"), {"POST": "ListLogEntries"}),
 ]
 
-# Containers run as processes (`run_containers`), and their logs.
-
-# What a process inherits from the emulator's environment (a container sees nothing of the host's).
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
-PYTHON_NAMES = frozenset({"python", "python3"})
-# Threads of a stopped process are joined this long at most: one blocked on a pipe that an
-# escaped grandchild holds open must not hang stop().
-JOIN_SECONDS = 5.0
+# Containers run as processes (`run_containers`, see `container_processes`), and their logs.
 LOG_IDS: dict[Stream, str] = {
     "stdout": "run.googleapis.com%2Fstdout",
     "stderr": "run.googleapis.com%2Fstderr",
@@ -321,18 +316,6 @@ EXECUTION_LABEL = "run.googleapis.com/execution_name"
 LOG_PAGE_SIZE = 50
 MAX_LOG_PAGE_SIZE = 1000
 LOG_ORDERS = ("timestamp asc", "timestamp desc")
-
-# Process groups of every emulator's processes until reaped: killed at interpreter exit, should
-# an emulator never be stopped (its own session would keep them alive otherwise).
-_LIVE_GROUPS: set[int] = set()
-
-
-@atexit.register
-def _kill_live_groups() -> None:
-    for group in list(_LIVE_GROUPS):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
-
 
 JOB_ID = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 EXECUTION_TOKEN = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?$")
@@ -559,17 +542,11 @@ class _Execution:
 
 @dataclass(eq=False)
 class _Process:
-    """The local process an execution's task 0 runs as (`run_containers`), in its own session so
-    that signals reach its children too."""
+    """The local process an execution's task 0 runs as (`run_containers`)."""
 
     execution: _Execution
-    popen: subprocess.Popen[bytes]
     deadline: float | None
-    threads: list[threading.Thread] = field(default_factory=list)
-    exited: bool = False
-    # SIGTERM went to its group at `terminated_at`; SIGKILL follows after the grace period.
-    terminated_at: float | None = None
-    killed: bool = False
+    runner: LocalContainerProcess | None = None
     # Its execution was forgotten by reset(): its output and exit no longer belong anywhere.
     discarded: bool = False
 
@@ -1055,22 +1032,16 @@ class CloudRunEmulator(LocalService):
                 else:
                     wakes.append(execution.start_at)
         for process in self._processes:
-            if process.exited or process.discarded:  # reset() stops the discarded ones
+            runner = process.runner
+            # reset() stops the discarded ones; a terminated one is killed after its grace.
+            if runner is None or runner.exited or runner.terminated or process.discarded:
                 continue
-            if process.terminated_at is None:
-                if process.execution.phase(now) in TERMINAL:
-                    self._terminate(process, now)
-                elif process.deadline is not None and now >= process.deadline:
-                    self._time_out(process, now)
-                elif process.deadline is not None:
-                    wakes.append(process.deadline)
-            if process.terminated_at is not None and not process.killed:
-                kill_at = process.terminated_at + self.stop_grace_seconds
-                if now >= kill_at:
-                    _signal_group(process.popen, signal.SIGKILL)
-                    process.killed = True
-                else:
-                    wakes.append(kill_at)
+            if process.execution.phase(now) in TERMINAL:
+                self._terminate(process)
+            elif process.deadline is not None and now >= process.deadline:
+                self._time_out(process, now)
+            elif process.deadline is not None:
+                wakes.append(process.deadline)
         return min(wakes, default=None)
 
     def _launch(self, execution: _Execution, now: float) -> None:
@@ -1084,17 +1055,19 @@ class CloudRunEmulator(LocalService):
                     "container's command and args, and it has no command (an image's entrypoint "
                     "cannot be run)."
                 )
-            if argv[0] in PYTHON_NAMES:
-                argv[0] = self.python
-            popen = subprocess.Popen(
+            timeout = _duration_seconds(execution.template["timeout"], "timeout")
+            process = _Process(execution, deadline=now + timeout if timeout else None)
+            runner = LocalContainerProcess(
                 argv,
-                cwd=self.workdir,
                 env=self._process_env(execution, container),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
+                cwd=self.workdir,
+                python=self.python,
+                on_output=lambda stream, text: self._read_output(process, stream, text),
+                on_exit=lambda code: self._await_exit(process, code),
+                name=f"{self.thread_name}-{execution.execution_id}",
             )
+            # The callbacks wait for the lock, held here: `process` is complete before they run.
+            process.runner = runner.start()
         except _StartError as exc:
             message = str(exc)
         except OSError as exc:  # the command, or the workdir, is missing or not executable
@@ -1103,37 +1076,15 @@ class CloudRunEmulator(LocalService):
                 f"{exc.filename or argv[0]}: {exc.strerror or exc}"
             )
         else:
-            timeout = _duration_seconds(execution.template["timeout"], "timeout")
-            process = _Process(execution, popen, deadline=now + timeout if timeout else None)
-            assert popen.stdout is not None and popen.stderr is not None
-            readers = [
-                threading.Thread(
-                    target=self._read_output,
-                    args=(process, pipe, stream),
-                    name=f"{self.thread_name}-{execution.execution_id}-{stream}",
-                    daemon=True,
-                )
-                for pipe, stream in ((popen.stdout, "stdout"), (popen.stderr, "stderr"))
-            ]
-            waiter = threading.Thread(
-                target=self._await_exit,
-                args=(process, readers),
-                name=f"{self.thread_name}-{execution.execution_id}-exit",
-                daemon=True,
-            )
-            process.threads = [*readers, waiter]
-            for thread in process.threads:
-                thread.start()
             execution.process = process
             self._processes.append(process)
-            _LIVE_GROUPS.add(popen.pid)
             return
         execution.end_at = now
         execution.final = "failed"
         execution.message = execution.system_text = message
 
     def _process_env(self, execution: _Execution, container: Mapping[str, Any]) -> dict[str, str]:
-        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env = inherited_env()
         for variable in container.get("env", []):
             source = variable.get("valueSource")
             if source is not None:
@@ -1162,25 +1113,14 @@ class CloudRunEmulator(LocalService):
         full = name if name.startswith("projects/") else f"projects/{job.project}/secrets/{name}"
         raise _StartError(f"Secret {full}/versions/{version} was not found")
 
-    def _read_output(self, process: _Process, pipe: IO[bytes], stream: Stream) -> None:
+    def _read_output(self, process: _Process, stream: Stream, text: str) -> None:
         severity = "DEFAULT" if stream == "stdout" else "ERROR"
-        with pipe:
-            for line in pipe:
-                text = line.decode(errors="replace").removesuffix("\n").removesuffix("\r")
-                with self._lock:
-                    if not process.discarded:
-                        self._log(process.execution, LOG_IDS[stream], text, severity, self._clock())
-
-    def _await_exit(self, process: _Process, readers: Sequence[threading.Thread]) -> None:
-        code = process.popen.wait()
         with self._lock:
-            process.exited = True
-        # A container ends with its main process: nothing it left behind runs on.
-        _signal_group(process.popen, signal.SIGKILL)
-        _LIVE_GROUPS.discard(process.popen.pid)
-        # Every line is logged before the execution shows as finished.
-        for reader in readers:
-            reader.join()
+            if not process.discarded:
+                self._log(process.execution, LOG_IDS[stream], text, severity, self._clock())
+
+    def _await_exit(self, process: _Process, code: int) -> None:
+        # Every line is logged before the execution shows as finished (the runner sees to it).
         with self._lock:
             self._processes.remove(process)
             if not process.discarded:
@@ -1195,12 +1135,11 @@ class CloudRunEmulator(LocalService):
             execution.final = "succeeded"
             return
         execution.final = "failed"
-        # Killed by signal N, a container exits with 128 + N.
-        execution.exit_code = code if code > 0 else 128 - code
+        execution.exit_code = code  # 128 + N when killed by signal N, as a container's
 
-    def _terminate(self, process: _Process, now: float) -> None:
-        _signal_group(process.popen, signal.SIGTERM)
-        process.terminated_at = now
+    def _terminate(self, process: _Process) -> None:
+        if process.runner is not None:
+            process.runner.terminate(self.stop_grace_seconds)
 
     def _time_out(self, process: _Process, now: float) -> None:
         execution = process.execution
@@ -1210,22 +1149,13 @@ class CloudRunEmulator(LocalService):
             f"Task {execution.execution_id}-task0 exceeded its timeout of "
             f"{execution.template['timeout']} and was stopped."
         )
-        self._terminate(process, now)
+        self._terminate(process)
 
     def _stop_processes(self, processes: Sequence[_Process]) -> None:
         """SIGTERM the groups of `processes`, SIGKILL those still running after the grace
         period, and join their threads (without holding the lock, which they need)."""
-        for process in processes:
-            _signal_group(process.popen, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_grace_seconds
-        for process in processes:
-            waiter = process.threads[-1]
-            waiter.join(max(0.0, deadline - time.monotonic()))
-            if waiter.is_alive():
-                _signal_group(process.popen, signal.SIGKILL)
-        for process in processes:
-            for thread in process.threads:
-                thread.join(JOIN_SECONDS)
+        runners = [process.runner for process in processes if process.runner is not None]
+        stop_processes(runners, self.stop_grace_seconds)
 
     # -- logs ----------------------------------------------------------------------------
 
@@ -1975,12 +1905,6 @@ def _failure_message(execution: _Execution) -> str:
     return execution.message or (
         f"Task {execution.execution_id}-task0 failed with exit code {execution.exit_code}"
     )
-
-
-def _signal_group(popen: subprocess.Popen[bytes], signum: signal.Signals) -> None:
-    # The group may be gone already (ProcessLookupError), or hold only zombies (EPERM on macOS).
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(popen.pid, signum)
 
 
 def _duration_seconds(value: Any, what: str) -> float:
