@@ -1,7 +1,9 @@
-"""What the test servers (`aws_faults.FaultProxy`, `gcp.CloudRunEmulator`) share: an HTTP/1.1
-server on loopback in a background thread, started and stopped as a context manager, that
-closes its clients' keep-alive connections when it stops, and a standalone `main` that serves
-until SIGINT/SIGTERM. Each service supplies its request handler (a `LocalHandler`)."""
+"""What the test servers (`aws_faults.FaultProxy`, `gcp.CloudRunEmulator`,
+`azure.AciEmulator`) share: an HTTP/1.1 server on loopback in a background thread, started and
+stopped as a context manager, that closes its clients' keep-alive connections when it stops,
+optionally over TLS (an `ssl.SSLContext` for the server side: `url` then starts with
+`https://`), and a standalone `main` that serves until SIGINT/SIGTERM. Each service supplies its
+request handler (a `LocalHandler`)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import json
 import signal
 import socket
 import socketserver
+import ssl
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -19,15 +23,24 @@ from typing import Any, ClassVar, Self
 
 class LocalService:
     """Lifecycle of a test server: `start()`/`stop()` or `with`, `url`, `port`. Subclasses set
-    `handler_class` and `thread_name`, and call `LocalService.__init__`."""
+    `handler_class` and `thread_name`, and call `LocalService.__init__`; with `ssl_context` (a
+    server-side context holding the certificate) it serves HTTPS."""
 
     handler_class: ClassVar[type[LocalHandler]]
     thread_name: ClassVar[str] = "local-http"
 
-    def __init__(self, host: str, port: int, *, verbose: bool) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        verbose: bool,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.host = host
         self._port = port
         self.verbose = verbose
+        self.ssl_context = ssl_context
         # Set on stop: wakes handlers that hold an answer back.
         self._stopping = threading.Event()
         self._server: LocalServer | None = None
@@ -38,7 +51,8 @@ class LocalService:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{host}:{port}"
 
     @property
     def port(self) -> int:
@@ -89,6 +103,8 @@ class LocalServer(ThreadingHTTPServer):
     daemon_threads = True
     # Bursts of concurrent clients must not be refused by a short listen backlog.
     request_queue_size = 128
+    # How long a TLS client may take over its handshake.
+    handshake_seconds = 10.0
 
     def __init__(
         self,
@@ -107,6 +123,23 @@ class LocalServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = self.socket.accept()
+        context = self.service.ssl_context
+        if context is not None:
+            # The handshake happens in the connection's own thread (LocalHandler.setup), so a
+            # client that never completes one cannot hold up the accepting loop.
+            connection = context.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A TLS client that refused the certificate, or went away: nothing to report.
+        if isinstance(sys.exc_info()[1], ssl.SSLError | ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
 
     def track(self, connection: socket.socket) -> None:
         with self._connections_lock:
@@ -131,6 +164,10 @@ class LocalHandler(BaseHTTPRequestHandler):
     server: LocalServer
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(self.server.handshake_seconds)
+            self.request.do_handshake()
+            self.request.settimeout(None)
         super().setup()
         # Headers and body go out in separate writes: without this, Nagle's algorithm and the
         # client's delayed ACK add ~40 ms to every answer.
@@ -173,15 +210,21 @@ def json_or_none(body: bytes) -> Any:
         return None
 
 
-def serve_until_signalled(service: LocalService, ready: Callable[[], None] | None = None) -> int:
-    """Run `service`, print its URL, and serve until SIGINT or SIGTERM (standalone mains)."""
+def serve_until_signalled(
+    service: LocalService,
+    ready: Callable[[], None] | None = None,
+    details: Callable[[], Iterable[str]] | None = None,
+) -> int:
+    """Run `service`, print its URL (then the lines `details` gives, if any), and serve until
+    SIGINT or SIGTERM (standalone mains)."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with service:
         if ready is not None:
             ready()
-        print(service.url, flush=True)
+        lines = [service.url, *(details() if details is not None else ())]
+        print("\n".join(lines), flush=True)
         # A timed wait, so the signal handlers get to run promptly.
         while not stop.wait(0.5):
             pass
