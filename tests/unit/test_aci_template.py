@@ -93,7 +93,8 @@ def build(
     _, configuration = templates.resolve_job_configuration(
         template, {**BASE, **(job_variables or {})}
     )
-    return AciAdapter(make_pool(template, pool_settings), Settings()).render(configuration, make_context())
+    adapter = AciAdapter(make_pool(template, pool_settings), Settings())
+    return adapter.render(configuration, make_context())
 
 
 def env_of(request: AciGroupRequest) -> dict[str, dict[str, Any]]:

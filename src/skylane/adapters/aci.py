@@ -42,7 +42,6 @@ module only.
 
 from __future__ import annotations
 
-import io
 import ipaddress
 import json
 import logging
@@ -476,7 +475,7 @@ class AciAdapter(CloudAdapter):
                     resource_group_name=resource_group,
                     container_group_name=name,
                     # The body exactly as rendered (a model would drop what it does not know).
-                    container_group=io.BytesIO(payload),
+                    container_group=payload,
                     content_type="application/json",
                     headers={"If-None-Match": "*"},
                     polling=False,
@@ -578,7 +577,7 @@ class AciAdapter(CloudAdapter):
         if timeout <= 0 or time.time() - first_seen <= timeout:
             return None
         try:
-            self._stop(ref)
+            self.cancel(ref)
         except ProviderError as exc:
             log.warning("cannot stop ACI container group %s that did not start: %s", ref, exc)
             return None
@@ -622,7 +621,12 @@ class AciAdapter(CloudAdapter):
             parse_ref(ref)
         except ValueError as exc:
             raise ProviderNotFound(str(exc)) from None
-        self._stop(ref)
+        try:
+            self._stop(ref)
+        except ProviderConflict as exc:
+            # ContainerGroupTransitioning: a group still provisioning cannot be stopped, but it
+            # can be deleted, which stops it too.
+            log.info("ACI container group %s cannot be stopped yet (%s); deleting it", ref, exc)
         self.cleanup(ref)
 
     def cleanup(self, ref: str) -> None:
