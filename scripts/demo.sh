@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a server on a temporary SQLite database, a process:push pool, the example flow
-# deployed and run to COMPLETED with its own log lines; then everything is stopped and removed.
+# deployed and run to COMPLETED with its own log lines, on a schedule too; then pushed to ECS
+# (moto), Cloud Run and ACI (skylane's local emulators); then everything is stopped and removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/.venv/bin"
@@ -16,9 +17,12 @@ export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-e
 SERVER_PID=""
 MOTO_PID=""
 GCP_PID=""
+AZURE_PID=""
+# A secret only the control plane holds: the ACI step sends it to the container as a secure value.
+export DEMO_GREETING_SECRET="demo-secret-$RANDOM$RANDOM"
 
 cleanup() {
-    for pid in "$SERVER_PID" "$MOTO_PID" "$GCP_PID"; do
+    for pid in "$SERVER_PID" "$MOTO_PID" "$GCP_PID" "$AZURE_PID"; do
         if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
             kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
         fi
@@ -179,4 +183,50 @@ print("calls Cloud Run received:", ", ".join(f"{rpc} x{n}" for rpc, n in seen.it
 print("jobs left:", httpx.get(url + "/emulator/").json()["jobs"])
 PY
 
-step "done: a local run and a scheduled run COMPLETED, a run was pushed to ECS (moto) and one ran on Cloud Run (emulator); stopping"
+step "the ARM emulator (python -m skylane.testing.azure --run-containers): a local Azure Container Instances, over TLS"
+"$BIN/python" -m skylane.testing.azure --port 0 --provision-seconds 0.5 --run-containers \
+    --workdir "$PWD" >"$WORK/azure.out" 2>"$WORK/azure.log" &
+AZURE_PID=$!
+AZURE_CA=""
+for _ in $(seq 1 100); do
+    AZURE_CA="$(sed -n 2p "$WORK/azure.out" 2>/dev/null || true)"
+    [ -n "$AZURE_CA" ] && break
+    kill -0 "$AZURE_PID" 2>/dev/null || { cat "$WORK/azure.log"; exit 1; }
+    sleep 0.1
+done
+AZURE_URL="$(head -n 1 "$WORK/azure.out")"
+echo "Azure Resource Manager (container groups) at $AZURE_URL, its CA in $AZURE_CA"
+
+step "skylane pool create azure --type aci:push --setting subscription_id=... --setting resource_group_name=flows --setting location=westeurope --setting endpoint_url=$AZURE_URL --setting ca_bundle=..."
+"$BIN/skylane" pool create azure --type aci:push \
+    --setting subscription_id=00000000-0000-4000-8000-00000000de70 \
+    --setting resource_group_name=flows --setting location=westeurope \
+    --setting "endpoint_url=$AZURE_URL" --setting "ca_bundle=$AZURE_CA"
+
+step "skylane deployment create aci --entrypoint examples/flows/hello.py:hello --pool azure --image ... --job-variable secure_env.GREETING_SECRET.env=DEMO_GREETING_SECRET"
+"$BIN/skylane" deployment create aci --entrypoint examples/flows/hello.py:hello --pool azure \
+    --image flowsdemo.azurecr.io/hello:demo --job-variable memory=1 \
+    --job-variable secure_env.GREETING_SECRET.env=DEMO_GREETING_SECRET
+
+step "skylane deployment render hello/aci   (the exact container group PUT a run sends; secure values masked)"
+"$BIN/skylane" deployment render hello/aci --param name=aci
+
+step "skylane deployment run hello/aci --param name=aci --watch"
+"$BIN/skylane" deployment run hello/aci --param name=aci --watch
+"$BIN/python" - "$AZURE_URL" "$AZURE_CA" <<'PY'
+import sys, time, httpx
+url, ca = sys.argv[1], sys.argv[2]
+# The reconciler deletes the container group once the run is over.
+for _ in range(100):
+    if httpx.get(url + "/emulator/", verify=ca).json()["groups"] == 0:
+        break
+    time.sleep(0.1)
+calls = httpx.get(url + "/emulator/requests", verify=ca).json()
+seen = {}
+for call in calls:
+    seen[call["operation"]] = seen.get(call["operation"], 0) + 1
+print("calls ARM received:", ", ".join(f"{op} x{n}" for op, n in seen.items()))
+print("container groups left:", httpx.get(url + "/emulator/", verify=ca).json()["groups"])
+PY
+
+step "done: a local run and a scheduled run COMPLETED, a run was pushed to ECS (moto), one ran on Cloud Run and one on ACI (emulators); stopping"
