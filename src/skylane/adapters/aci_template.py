@@ -54,7 +54,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skylane.adapters.base import split_command
-from skylane.adapters.template_values import short_repr, whole_number
+from skylane.adapters.template_values import (
+    as_bool,
+    as_object,
+    drop_absent,
+    is_present,
+    optional_text,
+    short_repr,
+    whole_number,
+)
 from skylane.errors import InvalidInput
 from skylane.security import MASK, is_secret_name
 
@@ -563,7 +571,7 @@ def build_group_request(
         raise InvalidInput("the job configuration must be an object", field="job_configuration")
     if not is_valid_name(group_name):
         raise ValueError(f"not a container group name: {group_name!r} (use group_name_for)")
-    config = _clean(config)
+    config = drop_absent(config)
     unknown = sorted(set(config) - KNOWN_KEYS - IGNORED_KEYS)
     if unknown:
         raise InvalidInput(
@@ -573,7 +581,9 @@ def build_group_request(
             field=f"job_configuration.{unknown[0]}",
         )
 
-    the_subscription = _text(config.get("subscription_id")) or _text(subscription_id)
+    the_subscription = optional_text(config.get("subscription_id")) or optional_text(
+        subscription_id
+    )
     if the_subscription is None or not SUBSCRIPTION_ID.match(the_subscription):
         raise InvalidInput(
             "a subscription id (a GUID) is required: set the subscription_id job variable or "
@@ -581,7 +591,7 @@ def build_group_request(
             + ("" if the_subscription is None else f", not {short_repr(the_subscription)}"),
             field="job_variables.subscription_id",
         )
-    the_group = _text(config.get("resource_group_name")) or _text(resource_group)
+    the_group = optional_text(config.get("resource_group_name")) or optional_text(resource_group)
     if the_group is None or not RESOURCE_GROUP.match(the_group):
         raise InvalidInput(
             "a resource group name is required (1-90 letters, digits, _ - . ( ), not ending "
@@ -594,7 +604,7 @@ def build_group_request(
         location, "settings.location"
     )
 
-    arm = _dict(config.get("arm_template"), _ARM)
+    arm = as_object(config.get("arm_template"), _ARM)
     resource = _group_resource(arm)
     values = _ArmValues(arm, the_location, group_name)
     resource = values.evaluate(resource, _GROUP)
@@ -605,7 +615,7 @@ def build_group_request(
             field="job_variables.location",
         )
 
-    properties = _dict(resource.get("properties"), _PROPS)
+    properties = as_object(resource.get("properties"), _PROPS)
     containers = properties.get("containers")
     if not isinstance(containers, list) or not containers:
         raise InvalidInput(
@@ -624,7 +634,7 @@ def build_group_request(
     identity = _identity(resource.get("identity"), config, properties)
     _network(properties, config)
 
-    keep = _bool(config.get("keep_container_group", False), "job_variables.keep_container_group")
+    keep = as_bool(config.get("keep_container_group", False), "job_variables.keep_container_group")
     start_timeout = DEFAULT_START_TIMEOUT_SECONDS
     if config.get("task_start_timeout_seconds") is not None:
         start_timeout = whole_number(
@@ -664,7 +674,7 @@ def _group_resource(arm: dict[str, Any]) -> dict[str, Any]:
             "skylane creates the group itself, without an ARM deployment",
             field=f"{_ARM}.resources",
         )
-    resource = _dict(resources[0], _GROUP)
+    resource = as_object(resources[0], _GROUP)
     kind = str(resource.get("type", ""))
     if kind.lower() != GROUP_TYPE.lower():
         raise InvalidInput(
@@ -679,8 +689,8 @@ class _ArmValues:
     docstring."""
 
     def __init__(self, arm: dict[str, Any], location: str | None, group_name: str) -> None:
-        self.parameters = _dict(arm.get("parameters"), f"{_ARM}.parameters")
-        self.variables = _dict(arm.get("variables"), f"{_ARM}.variables")
+        self.parameters = as_object(arm.get("parameters"), f"{_ARM}.parameters")
+        self.variables = as_object(arm.get("variables"), f"{_ARM}.variables")
         self.location = location
         self.supplied = {
             "container_group_name": group_name,
@@ -745,9 +755,9 @@ class _ArmValues:
 
 
 def _container(item: Any, where: str, values: _ArmValues) -> dict[str, Any]:
-    container = _dict(item, where)
+    container = as_object(item, where)
     name = container.get("name")
-    if where.endswith("[0]") and not _text(name):
+    if where.endswith("[0]") and not optional_text(name):
         name = DEFAULT_CONTAINER_NAME
     if not is_valid_name(name):
         raise InvalidInput(
@@ -755,7 +765,7 @@ def _container(item: Any, where: str, values: _ArmValues) -> dict[str, Any]:
             "and single hyphens, not at either end",
             field=f"{where}.name",
         )
-    properties = copy.deepcopy(_dict(container.get("properties"), f"{where}.properties"))
+    properties = copy.deepcopy(as_object(container.get("properties"), f"{where}.properties"))
     return {**container, "name": name, "properties": properties}
 
 
@@ -769,7 +779,11 @@ def _run_container(
     references its secure values need."""
     props = container["properties"]
     where = f"{_CONTAINER}.properties"
-    the_image = _text(config.get("image")) or _text(props.get("image")) or _text(image)
+    the_image = (
+        optional_text(config.get("image"))
+        or optional_text(props.get("image"))
+        or optional_text(image)
+    )
     if the_image is None:
         raise InvalidInput(
             "an image is required: set the image job variable or the deployment's image",
@@ -781,8 +795,8 @@ def _run_container(
         command = split_command(props.get("command"), field=f"{where}.command")
     props["command"] = command or list(DEFAULT_COMMAND)
 
-    resources = _dict(props.get("resources"), f"{where}.resources")
-    requests = _dict(resources.get("requests"), f"{where}.resources.requests")
+    resources = as_object(props.get("resources"), f"{where}.resources")
+    requests = as_object(resources.get("requests"), f"{where}.resources.requests")
     cpu = config.get("cpu", requests.get("cpu", DEFAULT_CPU))
     memory = config.get("memory", requests.get("memoryInGB", DEFAULT_MEMORY_GB))
     requests = {
@@ -799,14 +813,14 @@ def _run_container(
 
     env: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(props.get("environmentVariables") or []):
-        entry = _dict(item, f"{where}.environmentVariables[{i}]")
+        entry = as_object(item, f"{where}.environmentVariables[{i}]")
         if entry.get("secureValue") is not None:
             raise InvalidInput(
                 "a secure value cannot be written in the template: use secure_env with a reference",
                 field=f"{where}.environmentVariables[{i}]",
             )
         env[_env_name(entry.get("name"), f"{where}.environmentVariables[{i}].name")] = entry
-    for name, value in _dict(config.get("env"), "job_variables.env").items():
+    for name, value in as_object(config.get("env"), "job_variables.env").items():
         _env_name(name, f"job_variables.env.{name}")
         if value is None:
             env.pop(name, None)
@@ -818,7 +832,7 @@ def _run_container(
             )
         env[name] = _env_item(name, _plain(value))
     references = []
-    for name, ref in _dict(config.get("secure_env"), "job_variables.secure_env").items():
+    for name, ref in as_object(config.get("secure_env"), "job_variables.secure_env").items():
         field = f"job_variables.secure_env.{name}"
         _env_name(name, field)
         references.append(SecureReference(f"env:{name}", _env_reference(ref, field), field))
@@ -868,11 +882,11 @@ def _check_no_secret_literals(properties: dict[str, Any]) -> None:
 
 def _registry(properties: dict[str, Any], config: dict[str, Any]) -> list[SecureReference]:
     registry = config.get("image_registry")
-    if not _present(registry):
+    if not is_present(registry):
         return []
     field = "job_variables.image_registry"
-    registry = _dict(registry, field)
-    server = _text(
+    registry = as_object(registry, field)
+    server = optional_text(
         registry.get("registry_url") or registry.get("server") or registry.get("login_server")
     )
     if server is None:
@@ -882,8 +896,8 @@ def _registry(properties: dict[str, Any], config: dict[str, Any]) -> list[Secure
             field=f"{field}.registry_url",
         )
     server = server.removeprefix("https://").rstrip("/")
-    identity = _text(registry.get("identity"))
-    username = _text(registry.get("username"))
+    identity = optional_text(registry.get("identity"))
+    username = optional_text(registry.get("username"))
     references = []
     if identity is not None:
         _identity_id(identity, f"{field}.identity")
@@ -916,13 +930,13 @@ def _identity(
     template_identity: Any, config: dict[str, Any], properties: dict[str, Any]
 ) -> dict[str, Any] | None:
     ids: list[str] = []
-    identity = _dict(template_identity, f"{_GROUP}.identity")
-    for name in _dict(identity.get("userAssignedIdentities"), f"{_GROUP}.identity"):
+    identity = as_object(template_identity, f"{_GROUP}.identity")
+    for name in as_object(identity.get("userAssignedIdentities"), f"{_GROUP}.identity"):
         ids.append(_identity_id(name, f"{_GROUP}.identity.userAssignedIdentities"))
     for i, value in enumerate(_list(config.get("identities"), "job_variables.identities")):
         ids.append(_identity_id(value, f"job_variables.identities[{i}]"))
     for credential in properties.get("imageRegistryCredentials") or []:
-        if isinstance(credential, dict) and _text(credential.get("identity")):
+        if isinstance(credential, dict) and optional_text(credential.get("identity")):
             # ACI pulls with an identity only if the group has it.
             ids.append(credential["identity"])
     system = "SystemAssigned" in str(identity.get("type", ""))
@@ -953,7 +967,7 @@ def _network(properties: dict[str, Any], config: dict[str, Any]) -> None:
                     f"dns_servers[{i}] must be an IP address, not {short_repr(value)}",
                     field=f"job_variables.dns_servers[{i}]",
                 ) from None
-        dns = _dict(properties.get("dnsConfig"), f"{_PROPS}.dnsConfig")
+        dns = as_object(properties.get("dnsConfig"), f"{_PROPS}.dnsConfig")
         properties["dnsConfig"] = {**dns, "nameServers": [str(v) for v in servers]}
 
 
@@ -969,7 +983,7 @@ def _restart_policy(properties: dict[str, Any]) -> None:
 
 
 def _os_type(value: Any) -> str:
-    if not _present(value):
+    if not is_present(value):
         return DEFAULT_OS_TYPE
     for os_type in OS_TYPES:
         if str(value).strip().lower() == os_type.lower():
@@ -981,13 +995,13 @@ def _os_type(value: Any) -> str:
 
 
 def _gpu(config: dict[str, Any], template_gpu: Any) -> dict[str, Any] | None:
-    gpu = _dict(template_gpu, f"{_CONTAINER}.properties.resources.requests.gpu")
+    gpu = as_object(template_gpu, f"{_CONTAINER}.properties.resources.requests.gpu")
     count = config.get("gpu_count", gpu.get("count"))
     sku = config.get("gpu_sku", gpu.get("sku"))
-    if not _present(count) and not _present(sku):
+    if not is_present(count) and not is_present(sku):
         return None
-    if not _present(count) or not _present(sku):
-        missing = "gpu_sku" if _present(count) else "gpu_count"
+    if not is_present(count) or not is_present(sku):
+        missing = "gpu_sku" if is_present(count) else "gpu_count"
         raise InvalidInput(
             "a GPU needs both gpu_count and gpu_sku", field=f"job_variables.{missing}"
         )
@@ -1003,7 +1017,7 @@ def _gpu(config: dict[str, Any], template_gpu: Any) -> dict[str, Any] | None:
 def _tags(template_tags: Any, labels: Any, system: Mapping[str, str]) -> dict[str, str]:
     merged: dict[str, str] = {}
     for value, where in ((template_tags, f"{_GROUP}.tags"), (labels, "job_variables.labels")):
-        for key, item in _dict(value, where).items():
+        for key, item in as_object(value, where).items():
             merged[str(key)] = _plain(item)
     merged.update(system)
     if len(merged) > MAX_TAGS:
@@ -1060,7 +1074,7 @@ def _number(value: Any, field: str) -> float | int:
 
 
 def _location(value: Any, field: str) -> str | None:
-    text = _text(value)
+    text = optional_text(value)
     if text is None:
         return None
     normalized = text.replace(" ", "").lower()
@@ -1103,42 +1117,7 @@ def _env_name(name: Any, field: str) -> str:
     return name
 
 
-def _bool(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InvalidInput(
-        f"{field.rsplit('.', 1)[-1]} must be true or false, not {short_repr(value)}", field=field
-    )
-
-
 # --- small helpers -----------------------------------------------------------------------------
-
-
-def _is_block_reference(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"$ref"}
-
-
-def _clean(node: Any) -> Any:
-    """A deep copy without None values and Prefect block references in objects and lists."""
-    if isinstance(node, dict):
-        return {
-            k: _clean(v) for k, v in node.items() if v is not None and not _is_block_reference(v)
-        }
-    if isinstance(node, list):
-        return [_clean(v) for v in node if v is not None]
-    return copy.deepcopy(node)
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value != "" and value != [] and value != {}
-
-
-def _text(value: Any) -> str | None:
-    if not _present(value) or isinstance(value, dict | list):
-        return None
-    return str(value).strip() or None
 
 
 def _plain(value: Any) -> str:
@@ -1147,18 +1126,8 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
-def _dict(value: Any, field: str) -> dict[str, Any]:
-    if not _present(value):
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput(
-            f"must be an object, not {type(value).__name__} {short_repr(value)}", field=field
-        )
-    return value
-
-
 def _list(value: Any, field: str) -> list[Any]:
-    if not _present(value):
+    if not is_present(value):
         return []
     if isinstance(value, str):
         # A placeholder in a string ("{{ subnet_ids }}" inside text) renders JSON.

@@ -54,7 +54,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skylane.adapters.base import split_command
-from skylane.adapters.template_values import short_repr, text, whole_number
+from skylane.adapters.template_values import (
+    as_bool,
+    as_object,
+    drop_absent,
+    is_present,
+    optional_text,
+    short_repr,
+    text,
+    whole_number,
+)
 from skylane.errors import InvalidInput
 from skylane.security import MASK, is_secret_name
 
@@ -858,7 +867,7 @@ def build_job_request(
         r"[a-z0-9-]{1,16}", execution_token
     ):
         raise ValueError("not an execution token (use execution_token_for)")
-    config = _clean(config)
+    config = drop_absent(config)
     unknown = sorted(set(config) - KNOWN_KEYS - IGNORED_KEYS)
     if unknown:
         raise InvalidInput(
@@ -868,19 +877,19 @@ def build_job_request(
             field=f"job_configuration.{unknown[0]}",
         )
 
-    body = _dict(config.get("job_body"), _BODY)
+    body = as_object(config.get("job_body"), _BODY)
     if _is_v1(body):
         body = _from_v1(body)
     _check_keys(body, _JOB_KEYS + _JOB_REPLACED_KEYS, _BODY)
-    execution = _dict(body.get("template"), _EXECUTION)
+    execution = as_object(body.get("template"), _EXECUTION)
     _check_keys(execution, _EXECUTION_KEYS, _EXECUTION)
-    task = _dict(execution.get("template"), _TASK)
+    task = as_object(execution.get("template"), _TASK)
     _check_keys(task, _TASK_KEYS, _TASK)
 
-    the_project = _opt_str(config.get("project")) or _opt_str(project)
+    the_project = optional_text(config.get("project")) or optional_text(project)
     if the_project is not None:
         check_project(the_project)
-    the_region = _opt_str(config.get("region")) or _opt_str(region)
+    the_region = optional_text(config.get("region")) or optional_text(region)
     if the_region is None:
         raise InvalidInput(
             "a region is required: set the region job variable or the pool's region setting",
@@ -890,9 +899,9 @@ def build_job_request(
 
     job: dict[str, Any] = {}
     for key in ("client", "clientVersion"):
-        if _opt_str(body.get(key)):
+        if optional_text(body.get(key)):
             job[key] = str(body[key])
-    stage = _opt_str(body.get("launchStage"))
+    stage = optional_text(body.get("launchStage"))
     if stage is not None:
         if stage.upper() not in LAUNCH_STAGES:
             raise InvalidInput(
@@ -901,7 +910,7 @@ def build_job_request(
             )
         job["launchStage"] = stage.upper()
 
-    keep_job = _bool(config.get("keep_job", False), "job_variables.keep_job")
+    keep_job = as_bool(config.get("keep_job", False), "job_variables.keep_job")
     system_labels = {**(labels or {}), **({LABEL_KEEP_JOB: "true"} if keep_job else {})}
     all_labels = _merge_labels(body, execution, config, system_labels)
     if all_labels:
@@ -910,7 +919,7 @@ def build_job_request(
     if annotations:
         job["annotations"] = annotations
     if body.get("binaryAuthorization") is not None:
-        job["binaryAuthorization"] = _dict(
+        job["binaryAuthorization"] = as_object(
             body["binaryAuthorization"], f"{_BODY}.binaryAuthorization"
         )
 
@@ -976,7 +985,7 @@ def _task_template(
     result: dict[str, Any] = {"containers": [main, *containers[1:]]}
     volumes = task.get("volumes", [])
     if not isinstance(volumes, list) or not all(
-        isinstance(v, dict) and _opt_str(v.get("name")) for v in volumes
+        isinstance(v, dict) and optional_text(v.get("name")) for v in volumes
     ):
         raise InvalidInput(
             "volumes must be a list of objects with a name", field=f"{_TASK}.volumes"
@@ -1007,7 +1016,7 @@ def _task_template(
     result["maxRetries"] = retries
     result["timeout"] = f"{timeout}s"
 
-    account = _opt_str(task.get("serviceAccount"))
+    account = optional_text(task.get("serviceAccount"))
     if account is not None:
         if not SERVICE_ACCOUNT.match(account):
             raise InvalidInput(
@@ -1016,7 +1025,7 @@ def _task_template(
                 field="job_variables.service_account_name",
             )
         result["serviceAccount"] = account
-    environment = _opt_str(task.get("executionEnvironment"))
+    environment = optional_text(task.get("executionEnvironment"))
     if environment is not None:
         if environment not in EXECUTION_ENVIRONMENTS:
             raise InvalidInput(
@@ -1024,15 +1033,15 @@ def _task_template(
                 field=f"{_TASK}.executionEnvironment",
             )
         result["executionEnvironment"] = environment
-    if _opt_str(task.get("encryptionKey")):
+    if optional_text(task.get("encryptionKey")):
         result["encryptionKey"] = str(task["encryptionKey"])
     vpc = _vpc_access(task.get("vpcAccess"), project, region)
     if vpc:
         result["vpcAccess"] = vpc
     if task.get("nodeSelector") is not None:
-        result["nodeSelector"] = _dict(task["nodeSelector"], f"{_TASK}.nodeSelector")
+        result["nodeSelector"] = as_object(task["nodeSelector"], f"{_TASK}.nodeSelector")
     if task.get("gpuZonalRedundancyDisabled") is not None:
-        result["gpuZonalRedundancyDisabled"] = _bool(
+        result["gpuZonalRedundancyDisabled"] = as_bool(
             task["gpuZonalRedundancyDisabled"], f"{_TASK}.gpuZonalRedundancyDisabled"
         )
     return result
@@ -1047,9 +1056,9 @@ def _container(
 ) -> dict[str, Any]:
     where = f"{_TASK}.containers[0]"
     result: dict[str, Any] = {}
-    if _opt_str(container.get("name")):
+    if optional_text(container.get("name")):
         result["name"] = str(container["name"])
-    the_image = _opt_str(container.get("image")) or _opt_str(image)
+    the_image = optional_text(container.get("image")) or optional_text(image)
     if the_image is None:
         raise InvalidInput(
             "an image is required: set the image job variable or deploy with an image",
@@ -1063,13 +1072,13 @@ def _container(
         result["args"] = args
     result["env"] = _env(config, container.get("env"), run_env)
 
-    resources = _dict(container.get("resources"), f"{where}.resources")
+    resources = as_object(container.get("resources"), f"{where}.resources")
     _check_keys(resources, _RESOURCE_KEYS, f"{where}.resources")
-    limits = _dict(resources.get("limits"), f"{where}.resources.limits")
+    limits = as_object(resources.get("limits"), f"{where}.resources.limits")
     _check_keys(limits, _LIMIT_KEYS, f"{where}.resources.limits")
     out_limits: dict[str, str] = {}
-    cpu = parse_cpu(limits["cpu"]) if _present(limits.get("cpu")) else None
-    memory_text = limits.get("memory") if _present(limits.get("memory")) else None
+    cpu = parse_cpu(limits["cpu"]) if is_present(limits.get("cpu")) else None
+    memory_text = limits.get("memory") if is_present(limits.get("memory")) else None
     memory = parse_memory(memory_text) if memory_text is not None else None
     check_size(
         cpu or CLOUD_RUN_DEFAULT_CPU,
@@ -1079,20 +1088,20 @@ def _container(
         out_limits["cpu"] = cpu
     if memory_text is not None:
         out_limits["memory"] = str(memory_text).strip()
-    if _present(limits.get("nvidia.com/gpu")):
+    if is_present(limits.get("nvidia.com/gpu")):
         out_limits["nvidia.com/gpu"] = str(limits["nvidia.com/gpu"])
     out_resources: dict[str, Any] = {}
     if out_limits:
         out_resources["limits"] = out_limits
     for flag in ("cpuIdle", "startupCpuBoost"):
         if resources.get(flag) is not None:
-            out_resources[flag] = _bool(resources[flag], f"{where}.resources.{flag}")
+            out_resources[flag] = as_bool(resources[flag], f"{where}.resources.{flag}")
     if out_resources:
         result["resources"] = out_resources
 
     # The rest (ports, volumeMounts, workingDir, probes...) goes to Cloud Run as it is.
     for key in _CONTAINER_KEYS:
-        if key not in _CONTAINER_HANDLED and _present(container.get(key)):
+        if key not in _CONTAINER_HANDLED and is_present(container.get(key)):
             result[key] = copy.deepcopy(container[key])
     return result
 
@@ -1110,18 +1119,18 @@ def _env(
         raise InvalidInput("env must be a list of {name, value} objects", field=where)
     for index, item in enumerate(template_env or []):
         item_where = f"{where}[{index}]"
-        if not isinstance(item, dict) or not _opt_str(item.get("name")):
+        if not isinstance(item, dict) or not optional_text(item.get("name")):
             raise InvalidInput("env entries must be objects with a name", field=item_where)
         name = _env_name(item["name"], item_where)
         if item.get("valueSource") is not None:
-            source = _dict(item["valueSource"], f"{item_where}.valueSource")
+            source = as_object(item["valueSource"], f"{item_where}.valueSource")
             ref_where = f"{item_where}.valueSource.secretKeyRef"
             secret[name] = check_secret_ref(name, source.get("secretKeyRef"), field=ref_where)
         else:
             plain[name] = text(item.get("value", ""))
-    for name, value in _dict(config.get("env"), "job_variables.env").items():
+    for name, value in as_object(config.get("env"), "job_variables.env").items():
         plain[_env_name(name, f"job_variables.env.{name}")] = text(value)
-    refs = _dict(config.get("env_from_secrets"), "job_variables.env_from_secrets")
+    refs = as_object(config.get("env_from_secrets"), "job_variables.env_from_secrets")
     for name, ref in refs.items():
         where_ref = f"job_variables.env_from_secrets.{name}"
         secret[_env_name(name, where_ref)] = check_secret_ref(name, ref, field=where_ref)
@@ -1150,9 +1159,9 @@ def _timeout(config: dict[str, Any], task: dict[str, Any]) -> int:
     """The task timeout in seconds: the top-level `timeout` (as Prefect's worker does), else
     the task template's ("600s" or 600), else Cloud Run's default."""
     value = config.get("timeout")
-    if not _present(value):
+    if not is_present(value):
         value = task.get("timeout")
-    if not _present(value):
+    if not is_present(value):
         return CLOUD_RUN_DEFAULT_TIMEOUT_SECONDS
     if isinstance(value, str) and re.fullmatch(r"\s*[0-9]+s?\s*", value):
         value = int(value.strip().rstrip("s"))
@@ -1167,10 +1176,10 @@ def _timeout(config: dict[str, Any], task: dict[str, Any]) -> int:
 
 def _vpc_access(value: Any, project: str | None, region: str) -> dict[str, Any]:
     where = f"{_TASK}.vpcAccess"
-    vpc = _dict(value, where)
+    vpc = as_object(value, where)
     _check_keys(vpc, _VPC_KEYS, where)
     result: dict[str, Any] = {}
-    connector = _opt_str(vpc.get("connector"))
+    connector = optional_text(vpc.get("connector"))
     if connector is not None:
         if CONNECTOR_PATH.match(connector):
             result["connector"] = connector
@@ -1205,7 +1214,7 @@ def _vpc_access(value: Any, project: str | None, region: str) -> dict[str, Any]:
                 field="job_variables.vpc_connector_name",
             )
         result["networkInterfaces"] = cleaned
-    egress = _opt_str(vpc.get("egress"))
+    egress = optional_text(vpc.get("egress"))
     if egress is not None:
         if egress not in VPC_EGRESS:
             raise InvalidInput(
@@ -1225,7 +1234,7 @@ def _vpc_access(value: Any, project: str | None, region: str) -> dict[str, Any]:
 def _interface(value: dict[str, Any], where: str) -> dict[str, Any]:
     _check_keys(value, _INTERFACE_KEYS, where)
     result: dict[str, Any] = {}
-    network = _opt_str(value.get("network"))
+    network = optional_text(value.get("network"))
     if network is not None:
         if not (NETWORK_NAME.match(network) or NETWORK_PATH.match(network)):
             raise InvalidInput(
@@ -1234,7 +1243,7 @@ def _interface(value: dict[str, Any], where: str) -> dict[str, Any]:
                 field="job_variables.vpc_network",
             )
         result["network"] = network
-    subnetwork = _opt_str(value.get("subnetwork"))
+    subnetwork = optional_text(value.get("subnetwork"))
     if subnetwork is not None:
         if not (NETWORK_NAME.match(subnetwork) or SUBNETWORK_PATH.match(subnetwork)):
             raise InvalidInput(
@@ -1267,7 +1276,7 @@ def _connector_path(project: str, region: str, name: str) -> str:
 
 
 def _cloudsql_instances(value: Any) -> list[str]:
-    if not _present(value):
+    if not is_present(value):
         return []
     if not isinstance(value, list) or not all(
         isinstance(i, str) and CLOUDSQL_INSTANCE.match(i) for i in value
@@ -1292,7 +1301,7 @@ def _merge_labels(
         (execution.get("labels"), f"{_EXECUTION}.labels"),
         (config.get("labels"), "job_variables.labels"),
     ):
-        layer = _dict(value, field_name)
+        layer = as_object(value, field_name)
         check_labels(layer, field=field_name)
         merged.update(layer)
     for key, value in (system or {}).items():
@@ -1302,7 +1311,7 @@ def _merge_labels(
 
 
 def _annotations(value: Any, where: str) -> dict[str, str]:
-    annotations = _dict(value, where)
+    annotations = as_object(value, where)
     for key, item in annotations.items():
         if any(key.startswith(ns) for ns in _RESERVED_NAMESPACES):
             raise InvalidInput(
@@ -1339,27 +1348,27 @@ def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
     `{secret, version}`. What has no v2 equivalent here is refused, naming it."""
     where = _BODY
     _check_keys(body, ("apiVersion", "kind", "metadata", "spec"), where)
-    kind = _opt_str(body.get("kind"))
+    kind = optional_text(body.get("kind"))
     if kind is not None and kind != "Job":
         raise InvalidInput(
             f"job_body.kind must be 'Job', not {short_repr(kind)}", field=f"{where}.kind"
         )
-    metadata = _dict(body.get("metadata"), f"{where}.metadata")
+    metadata = as_object(body.get("metadata"), f"{where}.metadata")
     _check_keys(metadata, ("name", "namespace", "annotations", "labels"), f"{where}.metadata")
-    spec = _dict(body.get("spec"), f"{where}.spec")
+    spec = as_object(body.get("spec"), f"{where}.spec")
     _check_keys(spec, ("template",), f"{where}.spec")
-    execution = _dict(spec.get("template"), f"{where}.spec.template")
+    execution = as_object(spec.get("template"), f"{where}.spec.template")
     _check_keys(execution, ("metadata", "spec"), f"{where}.spec.template")
-    execution_meta = _dict(execution.get("metadata"), f"{where}.spec.template.metadata")
+    execution_meta = as_object(execution.get("metadata"), f"{where}.spec.template.metadata")
     _check_keys(execution_meta, ("annotations", "labels"), f"{where}.spec.template.metadata")
-    execution_spec = _dict(execution.get("spec"), f"{where}.spec.template.spec")
+    execution_spec = as_object(execution.get("spec"), f"{where}.spec.template.spec")
     _check_keys(
         execution_spec, ("parallelism", "taskCount", "template"), f"{where}.spec.template.spec"
     )
     task_where = f"{where}.spec.template.spec.template"
-    task = _dict(execution_spec.get("template"), task_where)
+    task = as_object(execution_spec.get("template"), task_where)
     _check_keys(task, ("spec",), task_where)
-    task_spec = _dict(task.get("spec"), f"{task_where}.spec")
+    task_spec = as_object(task.get("spec"), f"{task_where}.spec")
     _check_keys(
         task_spec,
         ("containers", "timeoutSeconds", "serviceAccountName", "maxRetries"),
@@ -1374,7 +1383,7 @@ def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
         (metadata, f"{where}.metadata.annotations"),
         (execution_meta, f"{where}.spec.template.metadata.annotations"),
     ):
-        for key, value in _dict(meta.get("annotations"), meta_where).items():
+        for key, value in as_object(meta.get("annotations"), meta_where).items():
             if key == _V1_LAUNCH_STAGE:
                 v2["launchStage"] = value
             elif key == _V1_CONNECTOR:
@@ -1436,7 +1445,7 @@ def _v1_container(container: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(env, list):
             raise InvalidInput("env must be a list", field=f"{where}.env")
         result["env"] = [_v1_env(item, f"{where}.env[{n}]") for n, item in enumerate(env)]
-    resources = _dict(container.get("resources"), f"{where}.resources")
+    resources = as_object(container.get("resources"), f"{where}.resources")
     _check_keys(resources, ("limits", "requests"), f"{where}.resources")
     if resources.get("limits") is not None:
         # v2 has limits only; v1's requests (Prefect sets them equal to the limits) are dropped.
@@ -1447,8 +1456,8 @@ def _v1_container(container: dict[str, Any], where: str) -> dict[str, Any]:
 def _v1_env(item: Any, where: str) -> Any:
     if not isinstance(item, dict) or "valueFrom" not in item:
         return item
-    ref = _dict(item["valueFrom"], f"{where}.valueFrom").get("secretKeyRef")
-    ref = _dict(ref, f"{where}.valueFrom.secretKeyRef")
+    ref = as_object(item["valueFrom"], f"{where}.valueFrom").get("secretKeyRef")
+    ref = as_object(ref, f"{where}.valueFrom.secretKeyRef")
     return {
         "name": item.get("name"),
         "valueSource": {"secretKeyRef": {"secret": ref.get("name"), "version": ref.get("key")}},
@@ -1456,42 +1465,6 @@ def _v1_env(item: Any, where: str) -> Any:
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-
-def _is_block_reference(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {"$ref"}
-
-
-def _clean(node: Any) -> Any:
-    """A deep copy without None values and Prefect block references in objects and lists."""
-    if isinstance(node, dict):
-        return {
-            k: _clean(v) for k, v in node.items() if v is not None and not _is_block_reference(v)
-        }
-    if isinstance(node, list):
-        return [_clean(v) for v in node if v is not None]
-    return copy.deepcopy(node)
-
-
-def _present(value: Any) -> bool:
-    return value is not None and value != "" and value != [] and value != {}
-
-
-def _opt_str(value: Any) -> str | None:
-    if not _present(value) or isinstance(value, dict | list):
-        return None
-    return str(value).strip() or None
-
-
-def _dict(value: Any, field: str) -> dict[str, Any]:
-    if not _present(value):
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidInput(
-            f"{field.rsplit('.', 1)[-1]} must be an object, not {type(value).__name__}",
-            field=field,
-        )
-    return value
 
 
 def _check_keys(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> None:
@@ -1502,13 +1475,3 @@ def _check_keys(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> 
             "(camelCase, as in the REST API)",
             field=f"{where}.{unknown[0]}",
         )
-
-
-def _bool(value: Any, field: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise InvalidInput(
-        f"{field.rsplit('.', 1)[-1]} must be true or false, not {short_repr(value)}", field=field
-    )
