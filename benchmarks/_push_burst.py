@@ -13,6 +13,7 @@ pushed to a provider emulator, then every run's whole path to its cleanup.
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,29 @@ class PushTarget:
     remaining: Callable[[], int]
     # End every resource still running (None: they end by themselves).
     finish_all: Callable[[], None] | None = None
+
+
+def parse_args(
+    argv: list[str] | None, *, description: str, runs: int, limit: str
+) -> argparse.Namespace:
+    """The options every push benchmark takes; `limit` says what the pool's default rate limit
+    is, for --no-rate-limit's help."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--run-containers",
+        action="store_true",
+        help="run the runtime for each run (keep --runs small: one process each)",
+    )
+    parser.add_argument(
+        "--no-rate-limit",
+        action="store_true",
+        help=f"lift the pool's default limit ({limit}) to measure skylane's own throughput",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
+    parser.add_argument("--output", help="also write the JSON here")
+    return parser.parse_args(argv)
 
 
 def per_run(counts: Counter[str], runs: int) -> dict[str, float]:

@@ -21,7 +21,6 @@ Prints one JSON object (`emit`).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections import Counter
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import emit, machine
-from _push_burst import PushTarget, measure
+from _push_burst import PushTarget, measure, parse_args
 from _server import database, running_server
 
 from skylane.testing.gcp import CloudRunEmulator
@@ -39,28 +38,10 @@ REGION = "europe-west1"
 IMAGE = "europe-west1-docker.pkg.dev/bench-project/flows/noop:1"
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument(
-        "--run-containers",
-        action="store_true",
-        help="run the runtime for each execution (keep --runs small: one process each)",
-    )
-    parser.add_argument(
-        "--no-rate-limit",
-        action="store_true",
-        help="lift the pool's default limit (3 job runs a second) to measure "
-        "skylane's own throughput",
-    )
-    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
-    parser.add_argument("--output", help="also write the JSON here")
-    return parser.parse_args(argv)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = parse_args(
+        argv, description=__doc__.splitlines()[0], runs=300, limit="3 job runs a second"
+    )
     result: dict[str, Any] = {
         "benchmark": "cloud_run_push",
         "machine": machine(),
