@@ -6,6 +6,7 @@ log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -71,17 +72,36 @@ def emulator(workdir: Path) -> Iterator[AciEmulator]:
         yield started
 
 
-@pytest.fixture(params=DATABASES)
-def azure(
-    request: pytest.FixtureRequest, tmp_path: Path, workdir: Path, emulator: AciEmulator
+@contextlib.contextmanager
+def control_plane(
+    database: str, tmp_path: Path, workdir: Path, emulator: AciEmulator
 ) -> Iterator[ServerProcess]:
     """A server with an `aci:push` pool `azure` on the emulator and a deployment
     `etl/nightly` whose DB_PASSWORD is a secure value from the control plane's environment."""
     with running_server(
-        database_url(request, tmp_path), workdir=workdir, home=tmp_path / "home", settings=SETTINGS
+        database, workdir=workdir, home=tmp_path / "home", settings=SETTINGS
     ) as server:
         create_pool(server, emulator)
         create_deployment(server)
+        yield server
+
+
+@pytest.fixture
+def azure(tmp_path: Path, workdir: Path, emulator: AciEmulator) -> Iterator[ServerProcess]:
+    """The control plane on SQLite: what these tests check is the adapter's, not the store's."""
+    with control_plane(
+        f"sqlite:///{tmp_path / 'skylane.db'}", tmp_path, workdir, emulator
+    ) as server:
+        yield server
+
+
+@pytest.fixture(params=DATABASES)
+def azure_each_db(
+    request: pytest.FixtureRequest, tmp_path: Path, workdir: Path, emulator: AciEmulator
+) -> Iterator[ServerProcess]:
+    """The control plane on each database."""
+    url = database_url(request, tmp_path)
+    with control_plane(url, tmp_path, workdir, emulator) as server:
         yield server
 
 
@@ -159,8 +179,9 @@ def container_env(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_a_run_becomes_one_container_group_runs_to_completed_and_the_group_is_deleted(
-    azure: ServerProcess, emulator: AciEmulator
+    azure_each_db: ServerProcess, emulator: AciEmulator
 ) -> None:
+    azure = azure_each_db
     watched = azure.cli("deployment", "run", "etl/nightly", "--param", "day=monday", "--watch")
 
     assert watched.returncode == 0, watched.stdout + watched.stderr + azure.log_tail()
@@ -263,8 +284,9 @@ def test_run_logs_falls_back_to_the_container_logs_api(
 
 
 def test_cancel_stops_then_deletes_the_group_and_its_process(
-    azure: ServerProcess, emulator: AciEmulator
+    azure_each_db: ServerProcess, emulator: AciEmulator
 ) -> None:
+    azure = azure_each_db
     run_id = start_run(azure, "--param", "seconds=120")
     azure.wait_for_state(run_id, {"RUNNING"})
     assert live_processes(emulator) == 1  # the flow is sleeping inside its "container"

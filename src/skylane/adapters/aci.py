@@ -625,20 +625,28 @@ class AciAdapter(CloudAdapter):
             self._stop(ref)
         except ProviderConflict as exc:
             # ContainerGroupTransitioning: a group still provisioning cannot be stopped, but it
-            # can be deleted, which stops it too.
+            # can be deleted, which stops it too. Even a kept one: else it would go on to start
+            # the cancelled run (and nothing ran in it yet to inspect).
             log.info("ACI container group %s cannot be stopped yet (%s); deleting it", ref, exc)
+            self._delete(ref, keep_if_tagged=False)
+            return
         self.cleanup(ref)
 
     def cleanup(self, ref: str) -> None:
         """Delete the group unless it is tagged `skylane-keep-group=true`; a group that is
         already gone is fine."""
+        self._delete(ref, keep_if_tagged=True)
+
+    def _delete(self, ref: str, *, keep_if_tagged: bool) -> None:
         try:
             parsed = parse_ref(ref)
         except ValueError:
             return
         subscription, resource_group, name = parsed.groups()
         group = self._retry(lambda: self._get_group(subscription, resource_group, name))
-        if group is not None and (group.tags or {}).get(tpl.TAG_KEEP_GROUP) != "true":
+        if group is not None and not (
+            keep_if_tagged and (group.tags or {}).get(tpl.TAG_KEEP_GROUP) == "true"
+        ):
             client = self.client(subscription)
             try:
                 self._retry(
