@@ -62,6 +62,7 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    scrub,
 )
 from skylane.errors import (
     CapacityError,
@@ -75,7 +76,6 @@ from skylane.errors import (
 )
 from skylane.models import Pool
 from skylane.rate_limits import ACI_CREATE_CONTAINER_GROUP, RateLimiter, RateScope, limits_for
-from skylane.security import MASK
 from skylane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,6 @@ def parse_ref(ref: str) -> re.Match[str]:
     return match
 
 
-def _scrub(text: str, secrets: list[str] | tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
-
-
 def _retry_after(response: Any) -> float | None:
     headers = getattr(response, "headers", None) or {}
     try:
@@ -147,7 +140,7 @@ def translate_error(
 
     def make(cls: type[ProviderError], text: str, **extra: Any) -> ProviderError:
         details = {"action": action, **extra.pop("details", {})}
-        return cls(_scrub(text, secrets), details=details, **extra)
+        return cls(scrub(text, secrets), details=details, **extra)
 
     if isinstance(exc, az.ServiceRequestError):
         return make(TransientProviderError, f"cannot reach Azure for {action} on {resource}: {exc}")
@@ -176,10 +169,11 @@ def translate_error(
             f"environment credentials or an Azure CLI login where the control plane runs ({exc})",
         )
     if status == 429:
+        retry_after = _retry_after(exc.response)
         return make(
             ThrottledError,
             f"Azure throttled {action} on {resource}: {said}",
-            retry_after=_retry_after(exc.response) or DEFAULT_RETRY_AFTER_SECONDS,
+            retry_after=retry_after if retry_after is not None else DEFAULT_RETRY_AFTER_SECONDS,
             details=details,
         )
     if _QUOTA_CODE.search(code):

@@ -21,6 +21,7 @@ from skylane.errors import InvalidInput
 from skylane.models import Pool
 from skylane.rate_limits import RateLimiter, UnlimitedRateLimiter
 from skylane.retries import PROVIDER_CALLS, RetryPolicy
+from skylane.security import MASK
 from skylane.settings import Settings
 
 T = TypeVar("T")
@@ -41,6 +42,15 @@ def split_command(value: Any, *, field: str = "job_variables.command") -> list[s
     if isinstance(value, list | tuple) and all(not isinstance(p, dict | list) for p in value):
         return [str(part) for part in value]
     raise InvalidInput("command must be a string or a list of strings", field=field)
+
+
+def scrub(text: str, secrets: list[str] | tuple[str, ...]) -> str:
+    """`text` with every one of `secrets` masked: for provider error messages, which may quote
+    the request that carried them."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    scrub,
 )
 from skylane.errors import (
     PermanentProviderError,
@@ -74,7 +75,6 @@ from skylane.rate_limits import (
     RateScope,
     limits_for,
 )
-from skylane.security import MASK
 from skylane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,13 +112,6 @@ def parse_ref(ref: str) -> re.Match[str]:
 def job_name_of(ref: str) -> str:
     """`projects/P/locations/R/jobs/J` of an execution ref."""
     return ref.split("/executions/", 1)[0] if "/executions/" in ref else parse_ref(ref)[0]
-
-
-def _scrub(text: str, secrets: list[str] | tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def _status_of(exc: Any) -> str:
@@ -160,7 +153,7 @@ def translate_error(
 
     def make(cls: type[ProviderError], text: str, **extra: Any) -> ProviderError:
         details = {"action": action, **extra.pop("details", {})}
-        return cls(_scrub(text, secrets), details=details, **extra)
+        return cls(scrub(text, secrets), details=details, **extra)
 
     if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ConnectionError):
         return make(
