@@ -196,49 +196,50 @@ SIGINT or SIGTERM (and stops its processes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import fnmatch
 import ipaddress
 import json
 import math
 import os
 import re
-import socket
 import ssl
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, Self, cast
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import quote
 
-from skylane.testing.container_processes import (
-    LocalContainerProcess,
-    Stream,
-    inherited_env,
-    stop_processes,
+from skylane.testing.container_processes import LocalContainerProcess, Stream, inherited_env
+from skylane.testing.emulator_base import (
+    CONTROL_PREFIX,  # noqa: F401 (still this module's name too)
+    FAULT_KINDS,  # noqa: F401
+    CallRecord,
+    EmulatorBase,
+    EmulatorHandler,
+    FaultBase,
+    FaultKind,
+    add_address_arguments,
+    add_process_arguments,
+    check_plan_fields,
+    check_process_options,
+    logged_body,
+    parse_call,
+    route_call,
+    start_failure,
 )
-from skylane.testing.local_http import (
-    LocalHandler,
-    LocalService,
-    json_or_none,
-    serve_until_signalled,
-)
+from skylane.testing.emulator_base import timestamp as _timestamp
+from skylane.testing.local_http import json_or_none, serve_until_signalled
 
-FaultKind = Literal["error", "timeout", "delay"]
 Phase = Literal["pending", "creating", "provision_failed", "running", "exited"]
 
-FAULT_KINDS: frozenset[str] = frozenset({"error", "timeout", "delay"})
 API_VERSION = "2023-05-01"
 PROVIDER = "Microsoft.ContainerInstance"
 GROUP_TYPE = f"{PROVIDER}/containerGroups"
-CONTROL_PREFIX = "/emulator"
 # Who the emulator says is calling (in 403 messages) and the tenant of identities.
 CLIENT_ID = "8f7d6e5c-4b3a-4291-8c7d-6e5f4a3b2c1d"
 OBJECT_ID = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d"
@@ -389,10 +390,7 @@ class GroupPlan:
 
 
 def _check_plan_values(values: Mapping[str, Any]) -> None:
-    known = {f.name for f in fields(GroupPlan)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
+    check_plan_fields(values, GroupPlan)
     for name in ("provision_seconds", "run_seconds"):
         if name in values and (
             not isinstance(values[name], int | float)
@@ -426,14 +424,17 @@ def _provision_error(value: Any) -> dict[str, str] | None:
 
 
 @dataclass
-class Fault:
+class Fault(FaultBase):
     """One fault: which calls it hits (`operation`, HTTP `method`, fnmatch `path`; "*" for any),
     how often (`count` times, None for ever) and how (`kind`: "error" answers `status` with
     `{"error": {"code", "message"}}` without doing the call, and a `Retry-After` header when
     `retry_after` is set; "timeout" does the call, holds the answer `seconds` and drops the
     connection unless `drop` is False; "delay" does the call and answers `seconds` later). An
     empty `code` or `message` is filled in from the status. `fired` counts how often it
-    applied; `id` names it in the control API."""
+    applied; `id` names it in the control API. Paths match regardless of case, as in ARM."""
+
+    call_field: ClassVar[str] = "operation"
+    fold_path_case: ClassVar[bool] = True
 
     kind: FaultKind = "error"
     operation: str = "*"
@@ -450,53 +451,18 @@ class Fault:
     fired: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {sorted(FAULT_KINDS)}")
-        for name in ("operation", "method", "path"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string ('*' for any)")
+        self._check_target()
         if self.operation != "*" and self.operation not in OPERATIONS:
             raise ValueError(f"unknown operation {self.operation!r}; one of {list(OPERATIONS)}")
-        self.method = self.method.upper()
         if not isinstance(self.status, int) or not 400 <= self.status <= 599:
             raise ValueError(f"status must be an HTTP error status, not {self.status!r}")
-        if self.count is not None and self.count < 0:
-            raise ValueError(f"count must be >= 0 or None, not {self.count}")
-        if self.seconds < 0:
-            raise ValueError(f"seconds must be >= 0, not {self.seconds}")
+        self._check_limits()
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"retry_after must be >= 0 or None, not {self.retry_after}")
         self.code = self.code or DEFAULT_CODES.get(self.status, "BadRequest")
 
-    @property
-    def exhausted(self) -> bool:
-        return self.count is not None and self.fired >= self.count
-
     def matches(self, operation: str | None, method: str, path: str) -> bool:
-        return (
-            (self.operation == "*" or self.operation == operation)
-            and (self.method == "*" or self.method == method.upper())
-            and (self.path == "*" or fnmatch.fnmatchcase(path.lower(), self.path.lower()))
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Fault:
-        """A fault from its JSON form; unknown keys are refused (a typo must not silently turn
-        a fault into another one)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a fault is a JSON object, not {type(data).__name__}")
-        values = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields {sorted(unknown)}; known: {sorted(known)}")
-        values.pop("fired", None)
-        if values.get("id") is None:
-            values.pop("id", None)
-        return cls(**values)
+        return FaultBase.matches(self, operation, method, path)
 
 
 DEFAULT_CODES: dict[int, str] = {
@@ -515,12 +481,14 @@ DEFAULT_CODES: dict[int, str] = {
 
 
 @dataclass(frozen=True)
-class ReceivedRequest:
+class ReceivedRequest(CallRecord):
     """One API call the emulator received (control calls excepted). `query` holds the last value
     of each parameter, `headers` the request's headers without Authorization, `body` and
     `response` the parsed JSON (None if empty or not JSON), `status` the HTTP status answered
     (or that would have been, for a dropped answer), `operation` the API operation (None for an
     unknown route), `fault` the id of the fault that applied."""
+
+    call_field: ClassVar[str] = "operation"
 
     method: str
     path: str
@@ -533,9 +501,6 @@ class ReceivedRequest:
     fault: str | None = None
     dropped: bool = False
     response: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- state records ---------------------------------------------------------------------------
@@ -620,7 +585,7 @@ class _Operation:
 # -- the emulator ----------------------------------------------------------------------------
 
 
-class AciEmulator(LocalService):
+class AciEmulator(EmulatorBase):
     """An emulator of ARM's container group calls serving on `host`:`port` (a free port by
     default) from background threads, over HTTPS with a certificate of its own (`ca_bundle`
     names the CA a client trusts; written to `cert_dir`, by default a temporary directory) or
@@ -635,6 +600,10 @@ class AciEmulator(LocalService):
     stopped with SIGTERM then SIGKILL `stop_grace_seconds` later; it needs the real clock."""
 
     thread_name = "aci-emulator"
+    call_field = "operation"
+    fault_class = Fault
+    request_class = ReceivedRequest
+    unquote_control_path = True
 
     def __init__(
         self,
@@ -657,12 +626,7 @@ class AciEmulator(LocalService):
         python: str = sys.executable,
         stop_grace_seconds: float = 3.0,
     ) -> None:
-        if run_containers and clock is not time.time:
-            raise ValueError("run_containers needs the real clock (time.time)")
-        if workdir is not None and not Path(workdir).is_dir():
-            raise ValueError(f"workdir {os.fspath(workdir)!r} is not a directory")
-        if stop_grace_seconds < 0:
-            raise ValueError(f"stop_grace_seconds must be >= 0, not {stop_grace_seconds}")
+        check_process_options(run_containers, clock, workdir, stop_grace_seconds)
         if list_page_size < 1:
             raise ValueError(f"list_page_size must be >= 1, not {list_page_size}")
         self._initial_plan = GroupPlan(
@@ -689,20 +653,12 @@ class AciEmulator(LocalService):
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(cert, key)
-        LocalService.__init__(self, host, port, verbose=verbose, ssl_context=context)
-        self._clock = clock
+        EmulatorBase.__init__(self, host, port, verbose=verbose, ssl_context=context)
+        self._init_emulator(clock, run_containers, workdir, python, stop_grace_seconds)
         self.resource_groups = (
             None if resource_groups is None else {rg.lower() for rg in resource_groups}
         )
         self.list_page_size = list_page_size
-        self.run_containers = run_containers
-        self.workdir = Path(workdir) if workdir is not None else None
-        self.python = python
-        self.stop_grace_seconds = float(stop_grace_seconds)
-        self._lock = threading.Condition(threading.RLock())
-        self._processes: list[_Process] = []
-        self._launcher: threading.Thread | None = None
-        self._closing = False
         self._init_state()
 
     def _init_state(self) -> None:
@@ -713,40 +669,6 @@ class AciEmulator(LocalService):
             self._operations: dict[str, _Operation] = {}
             self._faults: list[Fault] = []
             self._requests: list[ReceivedRequest] = []
-
-    def reset(self) -> None:
-        """Forget groups, operations, plans, faults and the request log; stop processes."""
-        with self._lock:
-            processes = list(self._processes)
-            for process in processes:
-                process.discarded = True
-            self._init_state()
-        self._stop_processes(processes)
-
-    def start(self) -> Self:
-        LocalService.start(self)
-        with self._lock:
-            if self.run_containers and self._launcher is None:
-                self._closing = False
-                self._launcher = threading.Thread(
-                    target=self._run_launcher, name=f"{self.thread_name}-launcher", daemon=True
-                )
-                self._launcher.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, then stop every process (SIGTERM, SIGKILL after the grace period) and
-        join the threads that watched them."""
-        LocalService.stop(self)
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
-        if self._launcher is not None:
-            self._launcher.join()
-            self._launcher = None
-        with self._lock:
-            processes = list(self._processes)
-        self._stop_processes(processes)
 
     # -- plans ----------------------------------------------------------------------------
 
@@ -867,12 +789,7 @@ class AciEmulator(LocalService):
         elif "hold" in values or "run_seconds" in values or group.end_at is not None:
             group.end_at = max(now, group.start_at + group.run_seconds)
 
-    # -- faults ---------------------------------------------------------------------------
-
-    def add_fault(self, fault: Fault) -> Fault:
-        with self._lock:
-            self._faults.append(fault)
-        return fault
+    # -- faults (see EmulatorBase: add_fault, faults, remove_fault, clear_faults) ------------
 
     def fail_next(
         self,
@@ -967,69 +884,20 @@ class AciEmulator(LocalService):
             Fault(kind="delay", operation=operation, seconds=seconds, count=count)
         )
 
-    def faults(self) -> list[Fault]:
-        """Copies of the faults, in the order they are tried."""
-        with self._lock:
-            return [Fault(**asdict(f)) for f in self._faults]
-
-    def remove_fault(self, fault_id: str) -> bool:
-        with self._lock:
-            before = len(self._faults)
-            self._faults = [f for f in self._faults if f.id != fault_id]
-            return len(self._faults) < before
-
-    def clear_faults(self) -> int:
-        with self._lock:
-            count, self._faults = len(self._faults), []
-            return count
-
-    def _decide(self, operation: str | None, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.exhausted or not fault.matches(operation, method, path):
-                    continue
-                fault.fired += 1
-                return Fault(**asdict(fault))
-            return None
-
-    # -- request log ----------------------------------------------------------------------
+    # -- request log (see EmulatorBase: clear_requests) -----------------------------------
 
     def requests(
         self, operation: str | None = None, method: str | None = None
     ) -> list[ReceivedRequest]:
         """The API calls received so far in arrival order, optionally of one operation/method."""
-        with self._lock:
-            return [
-                r
-                for r in self._requests
-                if (operation is None or r.operation == operation)
-                and (method is None or r.method == method.upper())
-            ]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        return self._requests_of(operation, method)
 
     def wait_for_requests(
         self, count: int, operation: str | None = None, timeout: float = 10.0
     ) -> list[ReceivedRequest]:
         """Block until at least `count` calls (of `operation`) are logged; TimeoutError
         otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                found = self.requests(operation)
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{len(found)} of {count} {operation or 'any'} calls")
-                self._lock.wait(remaining)
-
-    def _record(self, request: ReceivedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-            self._lock.notify_all()
+        return self._wait_for_requests(count, operation, timeout)
 
     # -- state accessors ------------------------------------------------------------------
 
@@ -1142,7 +1010,7 @@ class AciEmulator(LocalService):
             except OSError as exc:  # the command, or the workdir, is missing or not executable
                 message = (
                     f"Container '{container['name']}' failed to start: "
-                    f"{exc.filename or command[0]}: {exc.strerror or exc}"
+                    f"{start_failure(exc, command[0])}"
                 )
             else:
                 group.process = process
@@ -1174,49 +1042,30 @@ class AciEmulator(LocalService):
                     group.exit_code = code  # the code its stop made it exit with
             self._lock.notify_all()
 
-    def _stop_processes(self, processes: Sequence[_Process]) -> None:
-        runners = [process.runner for process in processes if process.runner is not None]
-        stop_processes(runners, self.stop_grace_seconds)
-
     # -- HTTP entry point -----------------------------------------------------------------
 
     def _serve(self, handler: _Handler, body: bytes) -> None:
         """Answer one API call (control calls are routed before this)."""
-        parts = urlsplit(handler.path)
-        path = unquote(parts.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        method = handler.command.upper()
+        method, path, query = parse_call(handler)
         headers = {k: v for k, v in handler.headers.items() if k.lower() != "authorization"}
         received_at = self._clock()
         body_json = json_or_none(body)
-        operation, params = _route(method, path)
-        fault: Fault | None = None
-
-        def record(status: int, response: Any, dropped: bool = False) -> None:
-            # Logged before answering, so a client that got its answer always finds the call.
-            self._record(
-                ReceivedRequest(
-                    method=method,
-                    path=path,
-                    query=query,
-                    headers=headers,
-                    body=body_json
-                    if body_json is not None
-                    else (body.decode(errors="replace") or None),
-                    status=status,
-                    received_at=received_at,
-                    operation=operation,
-                    fault=fault.id if fault else None,
-                    dropped=dropped,
-                    response=response,
-                )
-            )
+        operation, params = route_call(ROUTES, method, path)
+        record = self._request_log(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            body=logged_body(body_json, body),
+            received_at=received_at,
+            operation=operation,
+        )
 
         try:
             _check_auth(handler.headers.get("Authorization"))
             _check_api_version(query)
         except ArmError as exc:
-            record(exc.status, exc.to_json())
+            record(exc.status, exc.to_json(), None)
             handler.reply(exc.status, exc.to_json(), exc.headers)
             return
 
@@ -1230,7 +1079,7 @@ class AciEmulator(LocalService):
             extra = {}
             if fault.retry_after is not None:
                 extra["Retry-After"] = f"{fault.retry_after:g}"
-            record(fault.status, error.to_json())
+            record(fault.status, error.to_json(), fault)
             handler.reply(fault.status, error.to_json(), extra)
             return
 
@@ -1252,18 +1101,9 @@ class AciEmulator(LocalService):
             )
         except ArmError as exc:
             status, answer, extra = exc.status, exc.to_json(), exc.headers
-
-        if fault is not None and fault.kind == "timeout":
-            record(status, answer, dropped=fault.drop)
-            self._stopping.wait(fault.seconds)
-            if fault.drop or self._stopping.is_set():
-                handler.drop()
-                return
-        else:
-            record(status, answer)
-            if fault is not None and fault.kind == "delay":
-                self._stopping.wait(fault.seconds)
-        handler.reply(status, answer, extra)
+        self._answer(
+            handler, fault, record, status, answer, lambda: handler.reply(status, answer, extra)
+        )
 
     def _call(
         self,
@@ -1628,84 +1468,38 @@ class AciEmulator(LocalService):
 
     # -- control API ----------------------------------------------------------------------
 
-    def _control(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
-        parts = urlsplit(raw_path)
-        route = unquote(parts.path)[len(CONTROL_PREFIX) :].strip("/")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except ValueError:
-            return 400, {"error": "the body is not JSON"}
-        try:
-            if route == "" and method == "GET":
-                with self._lock:
-                    return 200, {
-                        "groups": len(self._groups),
-                        "processes": len(self._processes),
-                        "operations": len(self._operations),
-                        "faults": len(self._faults),
-                        "requests": len(self._requests),
-                    }
-            if route == "requests" and method == "GET":
-                found = self.requests(query.get("operation"), query.get("method"))
-                return 200, [r.to_json() for r in found]
-            if route == "requests" and method == "DELETE":
-                self.clear_requests()
-                return 200, {"cleared": True}
-            if route == "reset" and method == "POST":
-                self.reset()
-                return 200, {"reset": True}
-            if route == "groups" and method == "GET":
-                return 200, self.groups()
-            if route.startswith("groups/") and method == "GET":
-                return 200, self.group(route.removeprefix("groups/"))
-            if route == "faults":
-                if method == "GET":
-                    return 200, {"faults": [f.to_json() for f in self.faults()]}
-                if method == "POST":
-                    if isinstance(payload, Mapping) and "faults" in payload:
-                        payload = payload["faults"]
-                    items = payload if isinstance(payload, list) else [payload]
-                    added = [self.add_fault(f) for f in [Fault.from_json(i) for i in items]]
-                    return 200, {"faults": [f.to_json() for f in added]}
-                if method == "DELETE":
-                    return 200, {"cleared": self.clear_faults()}
-            if route.startswith("faults/") and method == "DELETE":
-                fault_id = route.removeprefix("faults/")
-                if self.remove_fault(fault_id):
-                    return 200, {"removed": fault_id}
-                return 404, {"error": f"no fault {fault_id!r}"}
-            if route == "configure" and method == "POST":
-                if not isinstance(payload, Mapping):
-                    return 400, {"error": "the body must be a JSON object"}
-                self.configure(**payload)
-                return 200, {"configured": dict(payload)}
-            if route == "finish" and method == "POST":
-                if not isinstance(payload, Mapping) or "group" not in payload:
-                    return 400, {"error": 'the body must be {"group": ..., "exit_code": ...}'}
-                return 200, self.finish_group(payload["group"], payload.get("exit_code", 0))
-            if route == "logs" and method == "POST":
-                if not isinstance(payload, Mapping) or not {"group", "text"} <= set(payload):
-                    return 400, {"error": 'the body must be {"group": ..., "text": ...}'}
-                values = dict(payload)
-                self.write_log(values.pop("group"), values.pop("text"), **values)
-                return 200, {"written": True}
-        except KeyError as exc:
-            return 404, {"error": f"not found: {exc}"}
-        except (TypeError, ValueError) as exc:
-            return 400, {"error": str(exc)}
-        return 404, {"error": f"no control route {method} {parts.path}"}
+    # Common routes (`requests`, `reset`, `faults`, `configure`): EmulatorBase._control.
+
+    def _control_summary(self) -> dict[str, Any]:
+        return {
+            "groups": len(self._groups),
+            "processes": len(self._processes),
+            "operations": len(self._operations),
+            "faults": len(self._faults),
+            "requests": len(self._requests),
+        }
+
+    def _control_route(
+        self, method: str, route: str, query: Mapping[str, str], payload: Any
+    ) -> tuple[int, Any] | None:
+        if route == "groups" and method == "GET":
+            return 200, self.groups()
+        if route.startswith("groups/") and method == "GET":
+            return 200, self.group(route.removeprefix("groups/"))
+        if route == "finish" and method == "POST":
+            if not isinstance(payload, Mapping) or "group" not in payload:
+                return 400, {"error": 'the body must be {"group": ..., "exit_code": ...}'}
+            return 200, self.finish_group(payload["group"], payload.get("exit_code", 0))
+        if route == "logs" and method == "POST":
+            if not isinstance(payload, Mapping) or not {"group", "text"} <= set(payload):
+                return 400, {"error": 'the body must be {"group": ..., "text": ...}'}
+            values = dict(payload)
+            self.write_log(values.pop("group"), values.pop("text"), **values)
+            return 200, {"written": True}
+        return None
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:
-    for pattern, methods in ROUTES:
-        matched = pattern.match(path)
-        if matched and method in methods:
-            return methods[method], matched.groupdict()
-    return None, {}
 
 
 def _check_auth(header: str | None) -> None:
@@ -2135,10 +1929,6 @@ def _event(name: str, message: str, at: float, kind: str = "Normal") -> dict[str
     }
 
 
-def _timestamp(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _timestamp_ns(at: float) -> str:
     """RFC 3339 with nanoseconds, as ACI prefixes log lines."""
     nanoseconds = round(at * 1_000_000_000)
@@ -2251,47 +2041,25 @@ def write_certificates(
 # -- the HTTP side ---------------------------------------------------------------------------
 
 
-class _Handler(LocalHandler):
+class _Handler(EmulatorHandler):
     @property
     def emulator(self) -> AciEmulator:
         return cast(AciEmulator, self.server.service)
 
-    def do_GET(self) -> None:
-        body = self.read_body()
-        route = urlsplit(self.path).path
-        if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
-            status, answer = self.emulator._control(self.command, self.path, body)
-            self.reply(status, answer)
-            return
-        self.emulator._serve(self, body)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
     def reply(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
         payload = b"" if answer is None else json.dumps(answer).encode()
-        try:
-            self.send_response(status)
-            if answer is not None:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(payload)))
-            request_id = str(uuid.uuid4())
-            self.send_header("x-ms-request-id", request_id)
-            self.send_header("x-ms-correlation-request-id", request_id)
-            client_request_id = self.headers.get("x-ms-client-request-id")
-            if client_request_id:
-                self.send_header("x-ms-client-request-id", client_request_id)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            # The client gave up waiting (a held answer): nothing left to tell it.
-            self.close_connection = True
-
-    def drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        sent: list[tuple[str, str]] = []
+        if answer is not None:
+            sent.append(("Content-Type", "application/json; charset=utf-8"))
+        sent.append(("Content-Length", str(len(payload))))
+        request_id = str(uuid.uuid4())
+        sent.append(("x-ms-request-id", request_id))
+        sent.append(("x-ms-correlation-request-id", request_id))
+        client_request_id = self.headers.get("x-ms-client-request-id")
+        if client_request_id:
+            sent.append(("x-ms-client-request-id", client_request_id))
+        sent.extend((headers or {}).items())
+        self.send(status, payload, sent)
 
 
 # The handler is defined after the service that names it.
@@ -2308,22 +2076,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "groups. Prints its URL (and its CA bundle's path, with TLS), then serves until "
         "interrupted; control it under /emulator/.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: free)")
+    add_address_arguments(parser)
     parser.add_argument("--no-tls", action="store_true", help="serve plain HTTP")
     parser.add_argument(
         "--cert-dir", default=None, metavar="DIR", help="where to write the CA and certificate"
     )
     parser.add_argument("--provision-seconds", type=float, default=1.0, help="PUT -> running")
     parser.add_argument("--run-seconds", type=float, default=5.0, help="running -> exited")
-    parser.add_argument(
-        "--run-containers",
-        action="store_true",
-        help="run each group's first container's command as a local process",
-    )
-    parser.add_argument(
-        "--workdir", default=None, metavar="DIR", help="directory the processes run in"
-    )
+    add_process_arguments(parser, "each group's first container's command as a local process")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     emulator = AciEmulator(

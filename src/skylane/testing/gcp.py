@@ -199,48 +199,48 @@ of stdout, then serves until SIGINT or SIGTERM (and stops its processes).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import fnmatch
 import json
 import os
 import random
 import re
-import socket
 import string
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Literal, Self, cast
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal, cast
+from urllib.parse import quote
 
-from skylane.testing.container_processes import (
-    LocalContainerProcess,
-    inherited_env,
-    stop_processes,
+from skylane.testing.container_processes import LocalContainerProcess, inherited_env
+from skylane.testing.emulator_base import (
+    CONTROL_PREFIX,  # noqa: F401 (still this module's name too)
+    FAULT_KINDS,  # noqa: F401
+    CallRecord,
+    EmulatorBase,
+    EmulatorHandler,
+    FaultBase,
+    FaultKind,
+    add_address_arguments,
+    add_process_arguments,
+    check_plan_fields,
+    check_process_options,
+    logged_body,
+    parse_call,
+    route_call,
+    start_failure,
 )
-from skylane.testing.local_http import (
-    LocalHandler,
-    LocalService,
-    json_or_none,
-    serve_until_signalled,
-)
+from skylane.testing.emulator_base import timestamp as _timestamp
+from skylane.testing.local_http import json_or_none, serve_until_signalled
 from skylane.testing.logging_filter import SEVERITIES, FilterError, parse_filter
 
 Outcome = Literal["succeeded", "failed", "manual"]
-FaultKind = Literal["error", "timeout", "delay"]
 Phase = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 Stream = Literal["stdout", "stderr"]
 
 OUTCOMES: frozenset[str] = frozenset({"succeeded", "failed", "manual"})
-FAULT_KINDS: frozenset[str] = frozenset({"error", "timeout", "delay"})
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-CONTROL_PREFIX = "/emulator"
 JOB_TYPE = "type.googleapis.com/google.cloud.run.v2.Job"
 EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
 CREATOR = "skylane-emulator@example.com"
@@ -372,10 +372,7 @@ class ExecutionPlan:
 
 
 def _check_plan_values(values: Mapping[str, Any]) -> None:
-    known = {f.name for f in fields(ExecutionPlan)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
+    check_plan_fields(values, ExecutionPlan)
     for name in ("start_seconds", "run_seconds"):
         if name in values and (
             not isinstance(values[name], int | float) or float(values[name]) < 0
@@ -388,12 +385,14 @@ def _check_plan_values(values: Mapping[str, Any]) -> None:
 
 
 @dataclass
-class Fault:
+class Fault(FaultBase):
     """One fault: which calls it hits (`rpc`, HTTP `method`, fnmatch `path`; "*" for any), how
     often (`count` times, None for ever) and how (`kind`: "error" answers `code`/`status`/
     `message` without doing the call; "timeout" does the call, holds the answer `seconds` and
     drops the connection unless `drop` is False; "delay" does the call and answers `seconds`
     later). `fired` counts how often it applied; `id` names it in the control API."""
+
+    call_field: ClassVar[str] = "rpc"
 
     kind: FaultKind = "error"
     rpc: str = "*"
@@ -409,57 +408,24 @@ class Fault:
     fired: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {sorted(FAULT_KINDS)}")
-        for name in ("rpc", "method", "path"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{name} must be a non-empty string ('*' for any)")
-        self.method = self.method.upper()
+        self._check_target()
         if not isinstance(self.code, int) or not 400 <= self.code <= 599:
             raise ValueError(f"code must be an HTTP error status, not {self.code!r}")
-        if self.count is not None and self.count < 0:
-            raise ValueError(f"count must be >= 0 or None, not {self.count}")
-        if self.seconds < 0:
-            raise ValueError(f"seconds must be >= 0, not {self.seconds}")
+        self._check_limits()
         self.status = self.status or STATUS_NAMES.get(self.code, "UNKNOWN")
 
-    @property
-    def exhausted(self) -> bool:
-        return self.count is not None and self.fired >= self.count
-
     def matches(self, rpc: str | None, method: str, path: str) -> bool:
-        return (
-            (self.rpc == "*" or self.rpc == rpc)
-            and (self.method == "*" or self.method == method.upper())
-            and (self.path == "*" or fnmatch.fnmatchcase(path, self.path))
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Fault:
-        """A fault from its JSON form; unknown keys are refused (a typo must not silently turn
-        a fault into another one)."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a fault is a JSON object, not {type(data).__name__}")
-        values = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields {sorted(unknown)}; known: {sorted(known)}")
-        values.pop("fired", None)
-        if values.get("id") is None:
-            values.pop("id", None)
-        return cls(**values)
+        return FaultBase.matches(self, rpc, method, path)
 
 
 @dataclass(frozen=True)
-class ReceivedRequest:
+class ReceivedRequest(CallRecord):
     """One API call the emulator received (control calls excepted). `query` holds the last value
     of each parameter, `body` and `response` the parsed JSON (None if empty or not JSON),
     `status` the HTTP status answered (or that would have been, for a dropped answer), `rpc` the
     API method (None for an unknown route), `fault` the id of the fault that applied."""
+
+    call_field: ClassVar[str] = "rpc"
 
     method: str
     path: str
@@ -471,9 +437,6 @@ class ReceivedRequest:
     fault: str | None = None
     dropped: bool = False
     response: Any = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- state records -------------------------------------------------------------------------
@@ -578,7 +541,7 @@ class _Operation:
 # -- the emulator --------------------------------------------------------------------------
 
 
-class CloudRunEmulator(LocalService):
+class CloudRunEmulator(EmulatorBase):
     """A Cloud Run Admin API v2 emulator serving on `host`:`port` (a free port by default) from
     background threads. Use as a context manager (`with CloudRunEmulator() as emulator:
     emulator.url`) or with `start()`/`stop()`. State, configuration, faults and the request log
@@ -597,6 +560,9 @@ class CloudRunEmulator(LocalService):
     its process group and SIGKILL `stop_grace_seconds` later. It needs the real clock."""
 
     thread_name = "cloud-run-emulator"
+    call_field = "rpc"
+    fault_class = Fault
+    request_class = ReceivedRequest
 
     def __init__(
         self,
@@ -618,30 +584,15 @@ class CloudRunEmulator(LocalService):
         secrets: Mapping[str, str] | None = None,
         stop_grace_seconds: float = 3.0,
     ) -> None:
-        LocalService.__init__(self, host, port, verbose=verbose)
-        if run_containers and clock is not time.time:
-            # Processes run in real time; a start or timeout due by another clock never comes.
-            raise ValueError("run_containers needs the real clock (time.time)")
-        if workdir is not None and not Path(workdir).is_dir():
-            raise ValueError(f"workdir {os.fspath(workdir)!r} is not a directory")
-        if stop_grace_seconds < 0:
-            raise ValueError(f"stop_grace_seconds must be >= 0, not {stop_grace_seconds}")
-        self._clock = clock
-        self.run_containers = run_containers
-        self.workdir = Path(workdir) if workdir is not None else None
-        self.python = python
+        EmulatorBase.__init__(self, host, port, verbose=verbose)
+        check_process_options(run_containers, clock, workdir, stop_grace_seconds)
+        self._init_emulator(clock, run_containers, workdir, python, stop_grace_seconds)
         self.secrets = dict(secrets or {})
-        self.stop_grace_seconds = float(stop_grace_seconds)
         self._initial_plan = ExecutionPlan(start_seconds, run_seconds, outcome, message)
         self.operation_seconds = float(operation_seconds)
         self.operations_track_executions = operations_track_executions
         self._initial_forbidden = tuple(forbidden_projects)
-        self._lock = threading.Condition(threading.RLock())
         self._rng = random.Random()
-        # Launched processes until their exit is recorded; reset() does not forget them.
-        self._processes: list[_Process] = []
-        self._launcher: threading.Thread | None = None
-        self._closing = False
         self._init_state()
 
     def _init_state(self) -> None:
@@ -657,41 +608,6 @@ class CloudRunEmulator(LocalService):
             self._log_entries: list[_LogEntry] = []
             for project in self._initial_forbidden:
                 self.forbid_project(project)
-
-    def reset(self) -> None:
-        """Forget jobs, executions, operations, faults, configuration, log entries and the
-        request log; stop the processes of executions."""
-        with self._lock:
-            processes = list(self._processes)
-            for process in processes:
-                process.discarded = True
-            self._init_state()
-        self._stop_processes(processes)
-
-    def start(self) -> Self:
-        LocalService.start(self)
-        with self._lock:
-            if self.run_containers and self._launcher is None:
-                self._closing = False
-                self._launcher = threading.Thread(
-                    target=self._run_launcher, name=f"{self.thread_name}-launcher", daemon=True
-                )
-                self._launcher.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving, then stop every process (SIGTERM, SIGKILL after the grace period) and
-        join the threads that watched them."""
-        LocalService.stop(self)
-        with self._lock:
-            self._closing = True
-            self._lock.notify_all()
-        if self._launcher is not None:
-            self._launcher.join()
-            self._launcher = None
-        with self._lock:
-            processes = list(self._processes)
-        self._stop_processes(processes)
 
     # -- execution timing and outcomes ---------------------------------------------------
 
@@ -771,12 +687,7 @@ class CloudRunEmulator(LocalService):
             self._lock.notify_all()  # the launcher stops its process, if it runs one
             return self._execution_view(found, now)
 
-    # -- faults --------------------------------------------------------------------------
-
-    def add_fault(self, fault: Fault) -> Fault:
-        with self._lock:
-            self._faults.append(fault)
-        return fault
+    # -- faults (see EmulatorBase: add_fault, faults, remove_fault, clear_faults) -----------
 
     def fail_next(
         self,
@@ -864,65 +775,17 @@ class CloudRunEmulator(LocalService):
             Fault(kind="delay", rpc=rpc, method=method, path=path, seconds=seconds, count=count)
         )
 
-    def faults(self) -> list[Fault]:
-        """Copies of the faults, in the order they are tried."""
-        with self._lock:
-            return [Fault(**asdict(f)) for f in self._faults]
-
-    def remove_fault(self, fault_id: str) -> bool:
-        with self._lock:
-            before = len(self._faults)
-            self._faults = [f for f in self._faults if f.id != fault_id]
-            return len(self._faults) < before
-
-    def clear_faults(self) -> int:
-        with self._lock:
-            count, self._faults = len(self._faults), []
-            return count
-
-    def _decide(self, rpc: str | None, method: str, path: str) -> Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.exhausted or not fault.matches(rpc, method, path):
-                    continue
-                fault.fired += 1
-                return Fault(**asdict(fault))
-            return None
-
-    # -- request log ---------------------------------------------------------------------
+    # -- request log (see EmulatorBase: clear_requests) ----------------------------------
 
     def requests(self, rpc: str | None = None, method: str | None = None) -> list[ReceivedRequest]:
         """The API calls received so far in arrival order, optionally of one rpc / method."""
-        with self._lock:
-            return [
-                r
-                for r in self._requests
-                if (rpc is None or r.rpc == rpc) and (method is None or r.method == method.upper())
-            ]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+        return self._requests_of(rpc, method)
 
     def wait_for_requests(
         self, count: int, rpc: str | None = None, timeout: float = 10.0
     ) -> list[ReceivedRequest]:
         """Block until at least `count` calls (of `rpc`) are logged; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                found = self.requests(rpc)
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"{len(found)} of {count} {rpc or 'any'} calls")
-                self._lock.wait(remaining)
-
-    def _record(self, request: ReceivedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
-            self._lock.notify_all()
+        return self._wait_for_requests(count, rpc, timeout)
 
     # -- state accessors -----------------------------------------------------------------
 
@@ -1073,7 +936,7 @@ class CloudRunEmulator(LocalService):
         except OSError as exc:  # the command, or the workdir, is missing or not executable
             message = (
                 f"Task {execution.execution_id}-task0 failed to start: "
-                f"{exc.filename or argv[0]}: {exc.strerror or exc}"
+                f"{start_failure(exc, argv[0])}"
             )
         else:
             execution.process = process
@@ -1150,12 +1013,6 @@ class CloudRunEmulator(LocalService):
             f"{execution.template['timeout']} and was stopped."
         )
         self._terminate(process)
-
-    def _stop_processes(self, processes: Sequence[_Process]) -> None:
-        """SIGTERM the groups of `processes`, SIGKILL those still running after the grace
-        period, and join their threads (without holding the lock, which they need)."""
-        runners = [process.runner for process in processes if process.runner is not None]
-        stop_processes(runners, self.stop_grace_seconds)
 
     # -- logs ----------------------------------------------------------------------------
 
@@ -1267,39 +1124,26 @@ class CloudRunEmulator(LocalService):
 
     def _serve(self, handler: _Handler, body: bytes) -> None:
         """Answer one API call (control calls are routed before this)."""
-        parts = urlsplit(handler.path)
-        path = unquote(parts.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        method = handler.command.upper()
+        method, path, query = parse_call(handler)
         received_at = self._clock()
         body_json = json_or_none(body)
-        rpc, params = _route(method, path)
+        rpc, params = route_call(ROUTES, method, path)
         fault = self._decide(rpc, method, path)
 
-        def record(status: int, response: Any, dropped: bool = False) -> None:
-            # Logged before answering, so a client that got its answer always finds the call.
-            self._record(
-                ReceivedRequest(
-                    method=method,
-                    path=path,
-                    query=query,
-                    body=body_json
-                    if body_json is not None
-                    else (body.decode(errors="replace") or None),
-                    status=status,
-                    received_at=received_at,
-                    rpc=rpc,
-                    fault=fault.id if fault else None,
-                    dropped=dropped,
-                    response=response,
-                )
-            )
+        record = self._request_log(
+            method=method,
+            path=path,
+            query=query,
+            body=logged_body(body_json, body),
+            received_at=received_at,
+            rpc=rpc,
+        )
 
         if fault is not None and fault.kind == "error":
             message = fault.message or _fault_message(fault.code, rpc, path, query, body_json)
             details = _error_details(fault.code, rpc)
             answer = ApiError(fault.code, message, fault.status, details).to_json()
-            record(fault.code, answer)
+            record(fault.code, answer, fault)
             handler.reply(fault.code, answer)
             return
 
@@ -1309,18 +1153,7 @@ class CloudRunEmulator(LocalService):
             status, answer = 200, self._call(rpc, params, query, body_json, body)
         except ApiError as exc:
             status, answer = exc.code, exc.to_json()
-
-        if fault is not None and fault.kind == "timeout":
-            record(status, answer, dropped=fault.drop)
-            self._stopping.wait(fault.seconds)
-            if fault.drop or self._stopping.is_set():
-                handler.drop()
-                return
-        else:
-            record(status, answer)
-            if fault is not None and fault.kind == "delay":
-                self._stopping.wait(fault.seconds)
-        handler.reply(status, answer)
+        self._answer(handler, fault, record, status, answer, lambda: handler.reply(status, answer))
 
     def _call(
         self,
@@ -1739,84 +1572,38 @@ class CloudRunEmulator(LocalService):
 
     # -- control API ---------------------------------------------------------------------
 
-    def _control(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
-        parts = urlsplit(raw_path)
-        route = parts.path[len(CONTROL_PREFIX) :].strip("/")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except ValueError:
-            return 400, {"error": "the body is not JSON"}
-        try:
-            if route == "" and method == "GET":
-                with self._lock:
-                    return 200, {
-                        "jobs": len(self._jobs),
-                        "executions": len(self._executions),
-                        "operations": len(self._operations),
-                        "faults": len(self._faults),
-                        "requests": len(self._requests),
-                        "log_entries": len(self._log_entries),
-                        "processes": len(self._processes),
-                    }
-            if route == "requests" and method == "GET":
-                found = self.requests(query.get("rpc"), query.get("method"))
-                return 200, [r.to_json() for r in found]
-            if route == "requests" and method == "DELETE":
-                self.clear_requests()
-                return 200, {"cleared": True}
-            if route == "reset" and method == "POST":
-                self.reset()
-                return 200, {"reset": True}
-            if route == "state" and method == "GET":
-                return 200, {"jobs": self.jobs(), "executions": self.executions()}
-            if route == "faults":
-                if method == "GET":
-                    return 200, {"faults": [f.to_json() for f in self.faults()]}
-                if method == "POST":
-                    if isinstance(payload, Mapping) and "faults" in payload:
-                        payload = payload["faults"]
-                    items = payload if isinstance(payload, list) else [payload]
-                    added = [self.add_fault(f) for f in [Fault.from_json(i) for i in items]]
-                    return 200, {"faults": [f.to_json() for f in added]}
-                if method == "DELETE":
-                    return 200, {"cleared": self.clear_faults()}
-            if route.startswith("faults/") and method == "DELETE":
-                fault_id = route.removeprefix("faults/")
-                if self.remove_fault(fault_id):
-                    return 200, {"removed": fault_id}
-                return 404, {"error": f"no fault {fault_id!r}"}
-            if route == "configure" and method == "POST":
-                if not isinstance(payload, Mapping):
-                    return 400, {"error": "the body must be a JSON object"}
-                self.configure(**payload)
-                return 200, {"configured": dict(payload)}
-            if route == "finish" and method == "POST":
-                if not isinstance(payload, Mapping) or "execution" not in payload:
-                    return 400, {"error": 'the body must be {"execution": ..., "outcome": ...}'}
-                return 200, self.finish_execution(**payload)
-            if route == "logs" and method == "GET":
-                return 200, self.log_entries(query.get("execution"))
-            if route == "logs" and method == "POST":
-                if not isinstance(payload, Mapping) or not {"execution", "text"} <= set(payload):
-                    return 400, {"error": 'the body must be {"execution": ..., "text": ...}'}
-                return 200, self.write_log(**payload)
-        except KeyError as exc:
-            return 404, {"error": f"not found: {exc}"}
-        except (TypeError, ValueError) as exc:
-            return 400, {"error": str(exc)}
-        return 404, {"error": f"no control route {method} {parts.path}"}
+    # Common routes (`requests`, `reset`, `faults`, `configure`): EmulatorBase._control.
+
+    def _control_summary(self) -> dict[str, Any]:
+        return {
+            "jobs": len(self._jobs),
+            "executions": len(self._executions),
+            "operations": len(self._operations),
+            "faults": len(self._faults),
+            "requests": len(self._requests),
+            "log_entries": len(self._log_entries),
+            "processes": len(self._processes),
+        }
+
+    def _control_route(
+        self, method: str, route: str, query: Mapping[str, str], payload: Any
+    ) -> tuple[int, Any] | None:
+        if route == "state" and method == "GET":
+            return 200, {"jobs": self.jobs(), "executions": self.executions()}
+        if route == "finish" and method == "POST":
+            if not isinstance(payload, Mapping) or "execution" not in payload:
+                return 400, {"error": 'the body must be {"execution": ..., "outcome": ...}'}
+            return 200, self.finish_execution(**payload)
+        if route == "logs" and method == "GET":
+            return 200, self.log_entries(query.get("execution"))
+        if route == "logs" and method == "POST":
+            if not isinstance(payload, Mapping) or not {"execution", "text"} <= set(payload):
+                return 400, {"error": 'the body must be {"execution": ..., "text": ...}'}
+            return 200, self.write_log(**payload)
+        return None
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def _route(method: str, path: str) -> tuple[str | None, dict[str, str]]:
-    for pattern, methods in ROUTES:
-        matched = pattern.match(path)
-        if matched and method in methods:
-            return methods[method], matched.groupdict()
-    return None, {}
 
 
 def _not_found(name: str) -> ApiError:
@@ -2056,45 +1843,21 @@ def _page(items: list[dict[str, Any]], query: Mapping[str, str], key: str) -> di
     return answer
 
 
-def _timestamp(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 # -- the HTTP side -------------------------------------------------------------------------
 
 
-class _Handler(LocalHandler):
+class _Handler(EmulatorHandler):
     @property
     def emulator(self) -> CloudRunEmulator:
         return cast(CloudRunEmulator, self.server.service)
 
-    def do_GET(self) -> None:
-        body = self.read_body()
-        route = urlsplit(self.path).path
-        if route == CONTROL_PREFIX or route.startswith(CONTROL_PREFIX + "/"):
-            status, answer = self.emulator._control(self.command, self.path, body)
-            self.reply(status, answer)
-            return
-        self.emulator._serve(self, body)
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
-
     def reply(self, status: int, answer: Any) -> None:
         payload = json.dumps(answer).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except OSError:
-            # The client gave up waiting (a held answer): nothing left to tell it.
-            self.close_connection = True
-
-    def drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
+        headers = [
+            ("Content-Type", "application/json; charset=UTF-8"),
+            ("Content-Length", str(len(payload))),
+        ]
+        self.send(status, payload, headers)
 
 
 # The handler is defined after the service that names it.
@@ -2111,8 +1874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Logging's entries:list. Prints its URL, then serves until interrupted; control it under "
         "/emulator/.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (default: free)")
+    add_address_arguments(parser)
     parser.add_argument("--start-seconds", type=float, default=1.0, help="pending -> running")
     parser.add_argument("--run-seconds", type=float, default=5.0, help="running -> finished")
     parser.add_argument("--outcome", choices=sorted(OUTCOMES), default="succeeded")
@@ -2126,13 +1888,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PROJECT",
         help="answer 403 PERMISSION_DENIED to every call on this project (repeatable)",
     )
-    parser.add_argument(
-        "--run-containers",
-        action="store_true",
-        help="run each execution's first container (command + args) as a local process",
-    )
-    parser.add_argument(
-        "--workdir", default=None, metavar="DIR", help="directory the processes run in"
+    add_process_arguments(
+        parser, "each execution's first container (command + args) as a local process"
     )
     parser.add_argument(
         "--secret",
