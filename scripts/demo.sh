@@ -214,8 +214,9 @@ step "skylane deployment render hello/aci   (the exact container group PUT a run
 step "skylane deployment run hello/aci --param name=aci --watch"
 "$BIN/skylane" deployment run hello/aci --param name=aci --watch
 "$BIN/python" - "$AZURE_URL" "$AZURE_CA" <<'PY'
-import sys, time, httpx
-url, ca = sys.argv[1], sys.argv[2]
+import ssl, sys, time, httpx
+url = sys.argv[1]
+ca = ssl.create_default_context(cafile=sys.argv[2])  # the emulator's own CA
 # The reconciler deletes the container group once the run is over.
 for _ in range(100):
     if httpx.get(url + "/emulator/", verify=ca).json()["groups"] == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -167,9 +168,14 @@ def groups_by_run(emulator: AciEmulator) -> Counter[str]:
     return counts
 
 
+def trusting(emulator: AciEmulator) -> ssl.SSLContext:
+    """A TLS context that trusts the emulator's CA (httpx takes no CA file path any more)."""
+    return ssl.create_default_context(cafile=emulator.ca_bundle)
+
+
 def live_processes(emulator: AciEmulator) -> int:
     return int(
-        httpx.get(f"{emulator.url}/emulator/", verify=emulator.ca_bundle).json()["processes"]
+        httpx.get(f"{emulator.url}/emulator/", verify=trusting(emulator)).json()["processes"]
     )
 
 
