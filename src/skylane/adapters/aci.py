@@ -240,7 +240,7 @@ def _value(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
-def group_state(group: Any, *, now: float | None = None) -> ProviderState:
+def group_state(group: Any) -> ProviderState:
     """A container group (SDK model) as a ProviderState, from its provisioning state, its
     instance view and its first container's current state."""
     provisioning = str(_value(group, "provisioning_state") or "")
