@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from skylane.adapters.base import scrub
 from skylane.errors import (
     CapacityError,
     PermanentProviderError,
@@ -92,13 +93,6 @@ _VALUE_IN_REPORT = re.compile(r"(value:\s*).*?(,\s*type:|$)", re.M)
 
 def _bounded(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "****")
-    return text
 
 
 def botocore_config(timeout: float = 20.0, **overrides: Any) -> Any:

@@ -12,7 +12,7 @@ import enum
 import shlex
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -44,11 +44,12 @@ def split_command(value: Any, *, field: str = "job_variables.command") -> list[s
     raise InvalidInput("command must be a string or a list of strings", field=field)
 
 
-def scrub(text: str, secrets: list[str] | tuple[str, ...]) -> str:
+def scrub(text: str, secrets: Iterable[str]) -> str:
     """`text` with every one of `secrets` masked: for provider error messages, which may quote
-    the request that carried them."""
+    the request that carried them. Values under 4 characters are left (masking every "a" would
+    garble the message and hide nothing)."""
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
     return text
 
