@@ -536,6 +536,13 @@ def test_pool_update_and_delete(api: TestClient) -> None:
     assert api.patch("/api/pools/nope", json={"paused": True}).status_code == 404
     r = api.patch("/api/pools/local", json={"type": "process"})
     assert r.status_code == 422 and error(r)["field"] == "type"
+    # What `pool provision` records: kept as given, and checked field by field.
+    resource = {"kind": "ecr-repository", "name": "flows", "id": "arn:aws:ecr:x", "created": True}
+    r = api.patch("/api/pools/local", json={"provisioned_resources": [resource]})
+    assert r.status_code == 200
+    assert api.get("/api/pools/local").json()["provisioned_resources"] == [resource]
+    r = api.patch("/api/pools/local", json={"provisioned_resources": [{"kind": "x"}]})
+    assert r.status_code == 422 and "provisioned_resources" in error(r)["field"]
     assert api.delete("/api/pools/local").status_code == 204
     assert api.get("/api/pools/local").status_code == 404
 

@@ -36,6 +36,16 @@ def _not_null(value: Any) -> Any:
     return value
 
 
+class ProvisionedResource(_Body):
+    """A cloud resource `skylane pool provision` made or adopted for the pool: `created` ones
+    are removed by `skylane pool deprovision`, adopted ones never."""
+
+    kind: str = Field(min_length=1, description="What it is, e.g. ecr-repository, iam-role.")
+    name: str = Field(min_length=1)
+    id: str = Field(min_length=1, description="ARN, resource name or resource id.")
+    created: bool
+
+
 class PoolUpdate(_Body):
     """Fields left out are kept. `base_job_template: null` resets to the type's default;
     `concurrency_limit: null` removes the limit."""
@@ -45,9 +55,10 @@ class PoolUpdate(_Body):
     paused: bool | None = None
     settings: dict[str, Any] | None = None
     credentials: dict[str, Any] | None = None
+    provisioned_resources: list[ProvisionedResource] | None = None
     description: str | None = None
 
-    _no_null = field_validator("paused", "settings")(_not_null)
+    _no_null = field_validator("paused", "settings", "provisioned_resources")(_not_null)
 
 
 class ScheduleCreate(_Body):
