@@ -163,3 +163,16 @@ def test_deprovision_removes_only_what_skylane_created() -> None:
     removed = deprovision([Provisioned.from_json(r) for r in stored], steps(cloud), Context("p"))
     assert [r.name for r in removed] == ["cluster", "role"]  # newest first
     assert list(cloud.resources) == ["registry"]
+
+
+def test_defaults_become_the_templates_variable_defaults() -> None:
+    from skylane.adapters.ecs import EcsAdapter
+    from skylane.provisioning.base import with_defaults
+
+    template = EcsAdapter.default_template()
+    updated, missing = with_defaults(
+        template, {"cluster": "arn:aws:ecs:eu-west-1:1:cluster/p", "not_a_variable": 1, "x": None}
+    )
+    assert updated["variables"]["properties"]["cluster"]["default"].endswith("cluster/p")
+    assert missing == ["not_a_variable"]
+    assert "default" not in template["variables"]["properties"]["cluster"]  # not changed

@@ -25,6 +25,7 @@ Nothing here imports a cloud SDK.
 
 from __future__ import annotations
 
+import copy
 import enum
 import logging
 from collections.abc import Callable, Sequence
@@ -246,3 +247,22 @@ def deprovision(
         step.delete(context, record.resource_id)
         removed.append(record)
     return removed
+
+
+def with_defaults(
+    template: dict[str, Any], defaults: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The base job template with `defaults` as its variables' defaults, so a deployment on the
+    provisioned pool needs no job variable but the image; and the names it has no variable for
+    (a custom template may lack some), left out."""
+    result = copy.deepcopy(template)
+    properties = result.get("variables", {}).get("properties", {})
+    missing = []
+    for name, value in defaults.items():
+        if value is None:
+            continue
+        if isinstance(properties.get(name), dict):
+            properties[name]["default"] = copy.deepcopy(value)
+        else:
+            missing.append(name)
+    return result, missing
