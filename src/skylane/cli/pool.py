@@ -11,8 +11,9 @@ from skylane.adapters import adapter_class
 from skylane.errors import InvalidInput
 from skylane.models import Pool
 from skylane.pool_types import parse_pool_type
+from skylane.provisioning.registry import ProvisionOptions
 
-from . import output
+from . import output, pool_provision
 from .common import (
     CredentialOption,
     Output,
@@ -206,6 +207,43 @@ def delete(name: NameArgument, yes: YesOption = False) -> None:
     with make_client() as client:
         client.delete_pool(name)
     typer.echo(f"pool {name} deleted")
+
+
+@app.command()
+def provision(
+    name: NameArgument,
+    pool_type: TypeOption,
+    region: Annotated[str | None, typer.Option(help="AWS region (ecs:push).")] = None,
+    create_vpc: Annotated[
+        bool,
+        typer.Option("--create-vpc", help="ecs:push: a new VPC instead of the default one."),
+    ] = False,
+    setting: SettingOption = None,
+    credential: CredentialOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
+    ] = False,
+    yes: YesOption = False,
+) -> None:
+    """Create what a push pool needs in your cloud (registry, roles, cluster, network), with
+    your credentials, and point the pool's template at it; creates the pool if needed.
+    Running it again changes nothing."""
+    options = ProvisionOptions(
+        region=region,
+        create_vpc=create_vpc,
+        settings=parse_assignments(setting, "--setting"),
+        credentials=parse_assignments(credential, "--credential") or None,
+    )
+    with make_client() as client:
+        pool_provision.provision(client, name, pool_type, options, dry_run=dry_run, yes=yes)
+
+
+@app.command()
+def deprovision(name: NameArgument, yes: YesOption = False) -> None:
+    """Delete what `pool provision` created for the pool; resources it found and adopted are
+    left alone."""
+    with make_client() as client:
+        pool_provision.deprovision(client, name, yes=yes)
 
 
 @app.command("default-template")

@@ -6,6 +6,7 @@ Requires the `moto[server]` package (the `dev` extra).
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -41,8 +42,10 @@ def moto_server(log_path: Path | None = None) -> Iterator[str]:
     """Start moto_server on a free loopback port; yield its endpoint URL; stop it after."""
     port = free_port()
     log = log_path.open("wb") if log_path else subprocess.DEVNULL
+    # AWS-managed IAM policies exist in every real account; moto has them only when asked.
+    env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"}
     process = subprocess.Popen(
-        [*_moto_command(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        [*_moto_command(), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log, env=env
     )
     url = f"http://127.0.0.1:{port}"
     try:

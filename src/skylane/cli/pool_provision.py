@@ -1,0 +1,135 @@
+"""`skylane pool provision` and `pool deprovision`: plan, confirm, apply, record on the pool.
+
+The cloud calls run here, with the credentials of whoever runs the command; the control plane
+only stores the pool, what was provisioned for it (`provisioned_resources`) and the template
+defaults that point at it."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import typer
+
+from skylane.client import SkylaneClient
+from skylane.errors import InvalidInput, NotFound
+from skylane.models import Pool
+from skylane.pool_types import parse_pool_type
+from skylane.provisioning import base
+from skylane.provisioning.registry import ProvisionOptions, provisioner_for
+
+from . import output
+from .common import confirm
+
+
+def _existing(client: SkylaneClient, name: str) -> Pool | None:
+    try:
+        return client.get_pool(name)
+    except NotFound:
+        return None
+
+
+def _plan_table(items: list[base.PlanItem]) -> Any:
+    return output.table(
+        ["resource", "name", "action", "detail"],
+        [(i.row["resource"], i.row["name"], i.row["action"], i.row["detail"]) for i in items],
+        title="plan",
+    )
+
+
+def provision(
+    client: SkylaneClient,
+    name: str,
+    pool_type: str,
+    options: ProvisionOptions,
+    *,
+    dry_run: bool,
+    yes: bool,
+) -> None:
+    """Plan; stop there with `dry_run`; else confirm, create the pool if it does not exist,
+    apply, and record the resources and the template defaults on the pool."""
+    kind = parse_pool_type(pool_type, field="--type")
+    pool = _existing(client, name)
+    if pool is not None and parse_pool_type(pool.type) != kind:
+        raise InvalidInput(
+            f"pool {name} exists with type {pool.type}, not {kind.name}", field="--type"
+        )
+    settings = {**(pool.settings if pool else {}), **options.settings}
+    credentials = options.credentials or (pool.credentials if pool else None)
+    options = dataclasses.replace(options, settings=settings, credentials=credentials)
+    provisioner = provisioner_for(kind, name, options)
+    items = base.plan(provisioner.steps, provisioner.context)
+    output.show(_plan_table(items))
+    if dry_run:
+        typer.echo("dry run: nothing was changed")
+        return
+    if all(i.action == base.Action.EXISTS for i in items) and pool is not None:
+        typer.echo("everything exists already; nothing to do")
+    else:
+        confirm(f"Apply this plan for pool {name}?", yes)
+    if pool is None:
+        pool = client.create_pool(
+            name=name,
+            type=kind.name,
+            settings=provisioner.pool_settings,
+            credentials=credentials,
+        )
+        typer.echo(f"pool {name} created (type {pool.type})")
+
+    def progress(item: base.PlanItem, resource_id: str) -> None:
+        typer.echo(f"  {item.action.value:7} {item.step.kind} {item.step.name}: {resource_id}")
+
+    records = base.apply(items, provisioner.context, progress=progress)
+    template, missing = base.with_defaults(pool.base_job_template, provisioner.context.defaults)
+    kept = [
+        r
+        for r in pool.provisioned_resources
+        if (r.get("kind"), r.get("name")) not in {(x.kind, x.name) for x in records}
+    ]
+    client.update_pool(
+        name,
+        settings={**pool.settings, **provisioner.pool_settings},
+        base_job_template=template,
+        provisioned_resources=[*kept, *(r.to_json() for r in records)],
+    )
+    created = sum(1 for item in items if item.action == base.Action.CREATE)
+    typer.echo(f"pool {name}: {created} created, {len(records) - created} already there")
+    output.show(
+        output.fields(
+            [(key, value) for key, value in provisioner.context.defaults.items() if value],
+            title="template defaults set",
+        )
+    )
+    if missing:
+        output.print_warning(
+            "the pool's template has no variable for: " + ", ".join(missing) + " (left out)"
+        )
+
+
+def deprovision(client: SkylaneClient, name: str, *, yes: bool) -> None:
+    """Delete what provisioning created for the pool (never what it adopted), newest first."""
+    pool = client.get_pool(name)
+    records = [base.Provisioned.from_json(r) for r in pool.provisioned_resources]
+    doomed = [r for r in records if r.created]
+    if not doomed:
+        typer.echo(f"pool {name}: skylane created nothing for it; nothing to remove")
+        return
+    output.show(
+        output.table(
+            ["resource", "name", "id"],
+            [(r.kind, r.name, r.resource_id) for r in reversed(doomed)],
+            title="to delete",
+        )
+    )
+    confirm(f"Delete these {len(doomed)} resources of pool {name}?", yes)
+    options = ProvisionOptions(
+        region=pool.settings.get("region"), settings=pool.settings, credentials=pool.credentials
+    )
+    provisioner = provisioner_for(parse_pool_type(pool.type), name, options)
+    removed = base.deprovision(records, provisioner.steps, provisioner.context)
+    gone = {(r.kind, r.name) for r in removed}
+    client.update_pool(
+        name,
+        provisioned_resources=[r.to_json() for r in records if (r.kind, r.name) not in gone],
+    )
+    typer.echo(f"pool {name}: {len(removed)} resources deleted; adopted ones left as they were")

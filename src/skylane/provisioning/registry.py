@@ -1,0 +1,68 @@
+"""Which provisioner builds the steps for a pool type, from the options of `skylane pool
+provision`. Provisioning runs where the command runs, with the credentials of the person
+running it (never the control plane's), and records what it did on the pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from skylane.errors import InvalidInput
+from skylane.pool_types import PoolType
+from skylane.provisioning.base import Context, Step
+
+# Pool types a provisioner exists for, and what the others are waiting on.
+SUPPORTED = ("ecs:push",)
+
+
+@dataclass(frozen=True)
+class ProvisionOptions:
+    """What the command line says about where to provision: the cloud location, and the
+    pool's settings and credentials reference (an `endpoint_url` points the SDK elsewhere)."""
+
+    region: str | None = None
+    project: str | None = None
+    subscription: str | None = None
+    resource_group: str | None = None
+    create_vpc: bool = False
+    settings: dict[str, Any] = field(default_factory=dict)
+    credentials: dict[str, Any] | None = None
+
+
+@dataclass
+class Provisioner:
+    """The steps for one pool, the context they share, and the settings the pool should carry
+    once provisioned (its region, say)."""
+
+    steps: list[Step]
+    context: Context
+    pool_settings: dict[str, Any]
+
+
+def provisioner_for(pool_type: PoolType, pool_name: str, options: ProvisionOptions) -> Provisioner:
+    """The provisioner of `pool_type`; InvalidInput naming `--type` when there is none yet."""
+    if pool_type.push and pool_type.provider == "ecs":
+        return _ecs(pool_name, options)
+    raise InvalidInput(
+        f"skylane cannot provision {pool_type.name} pools yet; it can provision "
+        f"{', '.join(SUPPORTED)}",
+        field="--type",
+    )
+
+
+def _ecs(pool_name: str, options: ProvisionOptions) -> Provisioner:
+    from skylane.adapters.aws import AwsClients
+    from skylane.provisioning import aws
+
+    settings = dict(options.settings)
+    if options.region:
+        settings["region"] = options.region
+    clients = AwsClients(options.credentials, settings)
+    region = clients.region()
+    settings["region"] = region
+    steps = aws.ecs_steps(clients, pool_name, region=region, create_vpc=options.create_vpc)
+    return Provisioner(
+        steps=steps,
+        context=Context(pool=pool_name, location={"region": region}),
+        pool_settings=settings,
+    )

@@ -1,0 +1,140 @@
+"""`skylane pool provision` / `pool deprovision` for `ecs:push`, end to end: the CLI against a
+real server, provisioning in moto_server with the caller's (fake) credentials, and a run on the
+provisioned pool reaching ECS with the provisioned values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from skylane.testing.moto import FAKE_AWS_ENV
+from skylane.testing.server import ServerProcess, running_server
+from tests.e2e.conftest import FAST_SETTINGS
+from tests.e2e.test_ecs_push import submitted_task
+from tests.e2e.test_run_path import UUID_RE
+
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
+FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
+
+
+@pytest.fixture
+def server(aws: boto3.Session, tmp_path: Path) -> Iterator[ServerProcess]:
+    with running_server(
+        f"sqlite:///{tmp_path / 'skylane.db'}",
+        workdir=tmp_path / "project",
+        home=tmp_path / "home",
+        settings={**FAST_SETTINGS, **FAKE_AWS_ENV},
+    ) as started:
+        (started.workdir / "flows").mkdir()
+        (started.workdir / "flows" / "etl.py").write_text(FLOW)
+        yield started
+
+
+def provision(server: ServerProcess, endpoint: str, *extra: str) -> str:
+    result = server.cli(
+        "pool",
+        "provision",
+        "aws",
+        "--type",
+        "ecs:push",
+        "--region",
+        "us-east-1",
+        "--setting",
+        f"endpoint_url={endpoint}",
+        *extra,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def skylane_tagged_roles(aws: boto3.Session, endpoint: str) -> list[str]:
+    iam = aws.client("iam", endpoint_url=endpoint)
+    return sorted(
+        r["RoleName"] for r in iam.list_roles()["Roles"] if "skylane-aws" in r["RoleName"]
+    )
+
+
+def test_provision_plans_applies_records_and_deprovisions(
+    server: ServerProcess, aws: boto3.Session, moto_endpoint: str
+) -> None:
+    ecr = aws.client("ecr", endpoint_url=moto_endpoint)
+
+    # --dry-run prints the plan and changes nothing: no pool, no resources.
+    planned = provision(server, moto_endpoint, "--dry-run")
+    assert "create" in planned and "skylane-aws-dispatcher" in planned
+    assert "dry run: nothing was changed" in planned
+    assert ecr.describe_repositories()["repositories"] == []
+    assert server.cli("pool", "inspect", "aws").returncode != 0
+
+    # Without a terminal and without --yes it refuses, and still changes nothing.
+    refused = server.cli(
+        "pool", "provision", "aws", "--type", "ecs:push", "--region", "us-east-1",
+        "--setting", f"endpoint_url={moto_endpoint}",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert ecr.describe_repositories()["repositories"] == []
+
+    applied = provision(server, moto_endpoint, "--yes")
+    assert "pool aws created" in applied
+    pool = server.cli_json("pool", "inspect", "aws", "--output", "json")
+    records = pool["provisioned_resources"]
+    kinds = {(r["kind"], r["name"]) for r in records}
+    assert ("ecr-repository", "skylane-aws") in kinds and ("ecs-cluster", "skylane-aws") in kinds
+    assert all(r["created"] for r in records if r["kind"] != "vpc")  # the default VPC is adopted
+    defaults = {
+        name: spec.get("default")
+        for name, spec in pool["base_job_template"]["variables"]["properties"].items()
+    }
+    assert defaults["cluster"].endswith(":cluster/skylane-aws")
+    assert defaults["execution_role_arn"].endswith(":role/skylane-aws-execution")
+    assert defaults["network_configuration"]["subnets"]
+    assert skylane_tagged_roles(aws, moto_endpoint) == [
+        "skylane-aws-dispatcher",
+        "skylane-aws-execution",
+        "skylane-aws-task",
+    ]
+
+    # A second run plans everything as there already and changes nothing.
+    again = provision(server, moto_endpoint, "--yes")
+    assert "nothing to do" in again
+    assert (
+        server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"]
+        == records
+    )
+
+    # A deployment on the provisioned pool needs nothing but its image.
+    server.cli(
+        "deployment", "create", "nightly", "--entrypoint", "flows/etl.py:etl", "--pool", "aws",
+        "--image", IMAGE, check=True,
+    )  # fmt: skip
+    rendered = json.loads(server.cli("deployment", "render", "etl/nightly", check=True).stdout)
+    assert defaults["cluster"] in json.dumps(rendered)
+    run_id = UUID_RE.search(
+        server.cli("deployment", "run", "etl/nightly", check=True).stdout
+    ).group(0)
+    task_arn = submitted_task(server, run_id)
+    assert ":task/skylane-aws/" in task_arn  # pushed to the provisioned cluster
+    server.cli("run", "cancel", run_id, check=True)
+    server.wait_for_state(run_id, {"CANCELLED"})
+    server.cli("deployment", "delete", "etl/nightly", "--yes", check=True)
+
+    removed = server.cli("pool", "deprovision", "aws", "--yes")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert ecr.describe_repositories()["repositories"] == []
+    assert skylane_tagged_roles(aws, moto_endpoint) == []
+    assert aws.client("ec2", endpoint_url=moto_endpoint).describe_vpcs(
+        Filters=[{"Name": "isDefault", "Values": ["true"]}]
+    )["Vpcs"]  # adopted, left alone
+    left = server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"]
+    assert [r["kind"] for r in left] == ["vpc"]
+
+
+def test_provisioning_a_type_without_a_provisioner_says_which_can(server: ServerProcess) -> None:
+    result = server.cli("pool", "provision", "gcp", "--type", "cloud-run:push", "--dry-run")
+    assert result.returncode != 0
+    assert "cannot provision cloud-run:push pools yet" in result.stderr
+    assert "ecs:push" in result.stderr
