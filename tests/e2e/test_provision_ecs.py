@@ -138,3 +138,28 @@ def test_provisioning_a_type_without_a_provisioner_says_which_can(server: Server
     assert result.returncode != 0
     assert "cannot provision cloud-run:push pools yet" in result.stderr
     assert "ecs:push" in result.stderr
+
+
+def test_pool_create_with_provision_infra_does_both_in_one_go(
+    server: ServerProcess, aws: boto3.Session, moto_endpoint: str
+) -> None:
+    created = server.cli(
+        "pool", "create", "aws", "--type", "ecs:push", "--provision-infra", "--yes",
+        "--region", "us-east-1", "--setting", f"endpoint_url={moto_endpoint}",
+        "--description", "nightly flows", "--concurrency-limit", "3",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+    pool = server.cli_json("pool", "inspect", "aws", "--output", "json")
+    assert (pool["description"], pool["concurrency_limit"]) == ("nightly flows", 3)
+    assert pool["settings"]["region"] == "us-east-1"
+    assert any(r["kind"] == "ecs-cluster" and r["created"] for r in pool["provisioned_resources"])
+    assert skylane_tagged_roles(aws, moto_endpoint)
+
+    again = server.cli(
+        "pool", "create", "aws", "--type", "ecs:push", "--provision-infra", "--yes",
+        "--setting", f"endpoint_url={moto_endpoint}",
+    )  # fmt: skip
+    assert again.returncode != 0 and "use `pool provision`" in again.stderr
+
+    assert server.cli("pool", "deprovision", "aws", "--yes").returncode == 0
+    assert skylane_tagged_roles(aws, moto_endpoint) == []

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from skylane.adapters import adapter_class
-from skylane.errors import InvalidInput
+from skylane.errors import AlreadyExists, InvalidInput
 from skylane.models import Pool
 from skylane.pool_types import parse_pool_type
 from skylane.provisioning.registry import ProvisionOptions
@@ -99,10 +99,42 @@ def create(
     description: DescriptionOption = None,
     setting: SettingOption = None,
     credential: CredentialOption = None,
+    provision_infra: Annotated[
+        bool,
+        typer.Option(
+            "--provision-infra",
+            help="Also create what the pool needs in your cloud, as `pool provision` does.",
+        ),
+    ] = False,
+    region: Annotated[
+        str | None, typer.Option(help="With --provision-infra: AWS region (ecs:push).")
+    ] = None,
+    yes: YesOption = False,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Create a pool; without --base-job-template it gets its type's default template."""
     parse_pool_type(pool_type, field="--type")
+    if provision_infra:
+        options = ProvisionOptions(
+            region=region,
+            settings=parse_assignments(setting, "--setting"),
+            credentials=parse_assignments(credential, "--credential") or None,
+        )
+        new_pool = {
+            "paused": paused,
+            "concurrency_limit": concurrency_limit,
+            "description": description,
+            "base_job_template": _template(base_job_template),
+        }
+        with make_client() as client:
+            if pool_provision.existing(client, name) is not None:
+                raise AlreadyExists(f"pool {name} exists; use `pool provision`", field="name")
+            pool_provision.provision(
+                client, name, pool_type, options, dry_run=False, yes=yes, new_pool=new_pool
+            )
+        return
+    if region is not None:
+        raise InvalidInput("--region is for --provision-infra", field="--region")
     body: dict[str, Any] = {
         "name": name,
         "type": pool_type,

@@ -22,7 +22,7 @@ from . import output
 from .common import confirm
 
 
-def _existing(client: SkylaneClient, name: str) -> Pool | None:
+def existing(client: SkylaneClient, name: str) -> Pool | None:
     try:
         return client.get_pool(name)
     except NotFound:
@@ -45,11 +45,13 @@ def provision(
     *,
     dry_run: bool,
     yes: bool,
+    new_pool: dict[str, Any] | None = None,
 ) -> None:
-    """Plan; stop there with `dry_run`; else confirm, create the pool if it does not exist,
-    apply, and record the resources and the template defaults on the pool."""
+    """Plan; stop there with `dry_run`; else confirm, create the pool if it does not exist
+    (with `new_pool`'s other fields: template, limit, description...), apply, and record the
+    resources and the template defaults on the pool."""
     kind = parse_pool_type(pool_type, field="--type")
-    pool = _existing(client, name)
+    pool = existing(client, name)
     if pool is not None and parse_pool_type(pool.type) != kind:
         raise InvalidInput(
             f"pool {name} exists with type {pool.type}, not {kind.name}", field="--type"
@@ -69,6 +71,7 @@ def provision(
         confirm(f"Apply this plan for pool {name}?", yes)
     if pool is None:
         pool = client.create_pool(
+            **(new_pool or {}),
             name=name,
             type=kind.name,
             settings=provisioner.pool_settings,
