@@ -80,8 +80,8 @@ step "skylane deployment schedule pause hello/demo   (its runs still to come are
 "$BIN/skylane" deployment schedule pause hello/demo
 "$BIN/skylane" run ls --deployment hello/demo --upcoming
 
-step "moto_server on $MOTO_URL: a local AWS, with an ECS cluster named 'flows'"
-"$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
+step "moto_server on $MOTO_URL: a local AWS (with the AWS-managed IAM policies a real account has)"
+MOTO_IAM_LOAD_MANAGED_POLICIES=true "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
 "$BIN/python" - "$MOTO_URL" <<'PY'
 import sys, time, boto3, httpx
@@ -94,17 +94,20 @@ for _ in range(100):
 # Keep tasks where they are: moto would otherwise advance them one state per DescribeTasks.
 httpx.post(url + "/moto-api/state-manager/set-transition", json={
     "model_name": "ecs::task", "transition": {"progression": "manual", "times": 1000000}})
-boto3.client("ecs", endpoint_url=url).create_cluster(clusterName="flows")
-print("cluster flows created")
+print("moto_server is up")
 PY
 
-step "skylane pool create aws --type ecs:push --setting region=us-east-1 --setting endpoint_url=$MOTO_URL"
-"$BIN/skylane" pool create aws --type ecs:push --setting region=us-east-1 \
-    --setting "endpoint_url=$MOTO_URL"
+step "skylane pool provision aws --type ecs:push --region us-east-1 --setting endpoint_url=$MOTO_URL --dry-run   (the plan; nothing changes)"
+"$BIN/skylane" pool provision aws --type ecs:push --region us-east-1 \
+    --setting "endpoint_url=$MOTO_URL" --dry-run
 
-step "skylane deployment create nightly --entrypoint examples/flows/hello.py:hello --pool aws --image ..."
+step "skylane pool provision aws --type ecs:push --region us-east-1 --setting endpoint_url=$MOTO_URL --yes   (registry, roles, cluster, logs, network; the pool points at them)"
+"$BIN/skylane" pool provision aws --type ecs:push --region us-east-1 \
+    --setting "endpoint_url=$MOTO_URL" --yes
+
+step "skylane deployment create nightly --entrypoint examples/flows/hello.py:hello --pool aws --image ...   (no other job variable needed)"
 "$BIN/skylane" deployment create nightly --entrypoint examples/flows/hello.py:hello --pool aws \
-    --image 123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:demo --job-variable cluster=flows
+    --image 123456789012.dkr.ecr.us-east-1.amazonaws.com/skylane-aws:demo
 
 step "skylane deployment render hello/nightly   (the exact ECS requests a run sends)"
 "$BIN/skylane" deployment render hello/nightly --param name=ecs
@@ -122,7 +125,7 @@ echo "run $RUN_ID is ECS task $TASK_ARN"
 "$BIN/python" - "$MOTO_URL" "$TASK_ARN" <<'PY'
 import json, sys, boto3
 ecs = boto3.client("ecs", endpoint_url=sys.argv[1])
-task = ecs.describe_tasks(cluster="flows", tasks=[sys.argv[2]], include=["TAGS"])["tasks"][0]
+task = ecs.describe_tasks(cluster="skylane-aws", tasks=[sys.argv[2]], include=["TAGS"])["tasks"][0]
 definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])
 print("task status:", task["lastStatus"], "| tags:", {t["key"]: t["value"] for t in task["tags"]})
 print("its task definition, as registered in ECS:")
@@ -139,6 +142,9 @@ for _ in $(seq 1 100); do
 done
 echo "run $RUN_ID $STATE"
 [ "$STATE" = "CANCELLED" ]
+
+step "skylane pool deprovision aws --yes   (removes what provisioning created; the default VPC it adopted stays)"
+"$BIN/skylane" pool deprovision aws --yes
 
 step "the Cloud Run emulator (python -m skylane.testing.gcp --run-containers): a local Cloud Run"
 # It runs each job's command as a local process in this directory, in place of the image.
