@@ -49,9 +49,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from skylane.adapters import aci_template as tpl
@@ -62,6 +62,7 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    retry_after_header,
     scrub,
 )
 from skylane.errors import (
@@ -79,8 +80,6 @@ from skylane.rate_limits import ACI_CREATE_CONTAINER_GROUP, RateLimiter, RateSco
 from skylane.settings import Settings
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 ENDPOINT_VARIABLE = "SKYLANE_ACI_ENDPOINT"
 CA_BUNDLE_VARIABLE = "SKYLANE_ACI_CA_BUNDLE"
@@ -116,15 +115,6 @@ def parse_ref(ref: str) -> re.Match[str]:
     if match is None:
         raise ValueError(f"not an ACI container group ref: {ref!r}")
     return match
-
-
-def _retry_after(response: Any) -> float | None:
-    headers = getattr(response, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def translate_error(
@@ -169,7 +159,7 @@ def translate_error(
             f"environment credentials or an Azure CLI login where the control plane runs ({exc})",
         )
     if status == 429:
-        retry_after = _retry_after(exc.response)
+        retry_after = retry_after_header(getattr(exc.response, "headers", None))
         return make(
             ThrottledError,
             f"Azure throttled {action} on {resource}: {said}",
@@ -233,25 +223,19 @@ def _not_found_hint(exc: ProviderNotFound, request: tpl.AciGroupRequest) -> str:
     return exc.message
 
 
-def _value(obj: Any, name: str) -> Any:
-    """An attribute of an SDK model, or a key of its JSON."""
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def group_state(group: Any) -> ProviderState:
     """A container group (SDK model) as a ProviderState, from its provisioning state, its
     instance view and its first container's current state."""
-    provisioning = str(_value(group, "provisioning_state") or "")
-    view = _value(group, "instance_view")
-    group_status = str(_value(view, "state") or "") if view is not None else ""
-    containers = _value(group, "containers") or []
-    container_view = _value(containers[0], "instance_view") if containers else None
-    current = _value(container_view, "current_state") if container_view is not None else None
-    container_status = str(_value(current, "state") or "") if current is not None else ""
-    exit_code = _value(current, "exit_code") if current is not None else None
-    detail = str(_value(current, "detail_status") or "") if current is not None else ""
+    # getattr(None, ...) is None: a view Azure left out reads as empty.
+    provisioning = str(getattr(group, "provisioning_state", None) or "")
+    view = getattr(group, "instance_view", None)
+    group_status = str(getattr(view, "state", None) or "")
+    containers = getattr(group, "containers", None) or []
+    container_view = getattr(containers[0], "instance_view", None) if containers else None
+    current = getattr(container_view, "current_state", None)
+    container_status = str(getattr(current, "state", None) or "")
+    exit_code = getattr(current, "exit_code", None)
+    detail = str(getattr(current, "detail_status", None) or "")
     if group_status == "Stopped":
         return ProviderState(ProviderStatus.STOPPED, exit_code, "the container group was stopped")
     if container_status == "Terminated":
@@ -276,8 +260,8 @@ def _event_messages(view: Any) -> list[str]:
     if view is None:
         return []
     messages = []
-    for event in _value(view, "events") or []:
-        text = str(_value(event, "message") or _value(event, "name") or "")
+    for event in getattr(view, "events", None) or []:
+        text = str(getattr(event, "message", None) or getattr(event, "name", None) or "")
         if text and text not in messages:
             messages.append(text)
     return messages
@@ -326,13 +310,9 @@ class AciAdapter(CloudAdapter):
 
     # -- settings and clients ----------------------------------------------------------------
 
-    def _setting(self, name: str, variable: str | None = None) -> str | None:
-        value = self.pool.settings.get(name) or (os.environ.get(variable) if variable else None)
-        return str(value).strip() or None if value else None
-
     @property
     def endpoint_url(self) -> str:
-        return (self._setting("endpoint_url", ENDPOINT_VARIABLE) or DEFAULT_ENDPOINT).rstrip("/")
+        return (self.setting("endpoint_url", ENDPOINT_VARIABLE) or DEFAULT_ENDPOINT).rstrip("/")
 
     def _load_credential(self) -> Any:
         if _is_loopback(self.endpoint_url):
@@ -366,7 +346,7 @@ class AciAdapter(CloudAdapter):
                     credential=self._credential,
                     subscription_id=subscription_id,
                     base_url=self.endpoint_url,
-                    connection_verify=self._setting("ca_bundle", CA_BUNDLE_VARIABLE) or True,
+                    connection_verify=self.setting("ca_bundle", CA_BUNDLE_VARIABLE) or True,
                     retry_total=0,
                     connection_timeout=self.settings.provider_timeout_seconds,
                     read_timeout=self.settings.provider_timeout_seconds,
@@ -385,9 +365,9 @@ class AciAdapter(CloudAdapter):
             run_env=context.runtime_env(),
             group_name=tpl.group_name_for(context.idempotency_key),
             labels=context.labels(),
-            subscription_id=self._setting("subscription_id"),
-            resource_group=self._setting("resource_group_name"),
-            location=self._setting("location"),
+            subscription_id=self.setting("subscription_id"),
+            resource_group=self.setting("resource_group_name"),
+            location=self.setting("location"),
             image=context.image,
         )
 
@@ -396,21 +376,10 @@ class AciAdapter(CloudAdapter):
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        fn: Callable[..., T],
-        action: str,
-        resource: str,
-        secrets: list[str] | tuple[str, ...] = (),
-        **kwargs: Any,
-    ) -> T:
-        """One API call, its errors translated."""
-        try:
-            return fn(**kwargs)
-        except ProviderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every SDK error is translated
-            raise translate_error(exc, action=action, resource=resource, secrets=secrets) from None
+    def _translate(
+        self, exc: BaseException, *, action: str, resource: str, secrets: Iterable[str]
+    ) -> ProviderError:
+        return translate_error(exc, action=action, resource=resource, secrets=tuple(secrets))
 
     def _get_group(self, subscription: str, resource_group: str, name: str) -> Any | None:
         client = self.client(subscription)
@@ -501,18 +470,14 @@ class AciAdapter(CloudAdapter):
         if where:
             subscription, _, resource_group = where.partition("/")
         else:
-            subscription = self._setting("subscription_id") or ""
-            resource_group = self._setting("resource_group_name") or ""
+            subscription = self.setting("subscription_id") or ""
+            resource_group = self.setting("resource_group_name") or ""
             if not subscription or not resource_group:
                 return None
         group = self._retry(lambda: self._get_group(subscription, resource_group, name))
         if group is None:
             return None
-        return str(
-            group.id
-            or f"/subscriptions/{subscription}/resourceGroups/{resource_group}"
-            f"/providers/{tpl.GROUP_TYPE}/{name}"
-        )
+        return str(group.id or tpl.group_resource_id(subscription, resource_group, name))
 
     # -- statuses ----------------------------------------------------------------------------
 
@@ -657,6 +622,9 @@ class AciAdapter(CloudAdapter):
             except ProviderNotFound:
                 pass
         self.cache.delete(CACHE_GROUPS, name)
+        # The run is over: nothing will ask about this ref again.
+        self._final.pop(ref, None)
+        self._seen.pop(ref, None)
 
     def teardown(self) -> None:
         """Nothing: every group skylane creates is deleted by `cleanup` (or kept on purpose)."""

@@ -175,6 +175,14 @@ def group_name_for(idempotency_key: str) -> str:
     return _HASHED_NAME_PREFIX + digest[:_HASHED_NAME_HEX]
 
 
+def group_resource_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """The ARM resource id of a container group (what the adapter uses as a run's ref)."""
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/{GROUP_TYPE}/{name}"
+    )
+
+
 # --- request -----------------------------------------------------------------------------------
 
 
@@ -207,10 +215,7 @@ class AciGroupRequest:
 
     @property
     def resource_id(self) -> str:
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/{GROUP_TYPE}/{self.group_name}"
-        )
+        return group_resource_id(self.subscription_id, self.resource_group, self.group_name)
 
     def container(self) -> dict[str, Any]:
         """The container the run executes in (the first one)."""
@@ -1130,11 +1135,7 @@ def _list(value: Any, field: str) -> list[Any]:
     if not is_present(value):
         return []
     if isinstance(value, str):
-        # A placeholder in a string ("{{ subnet_ids }}" inside text) renders JSON.
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = [value]
+        return [value]  # one id or address given on its own
     if not isinstance(value, list):
         raise InvalidInput(
             f"must be a list, not {type(value).__name__} {short_repr(value)}", field=field

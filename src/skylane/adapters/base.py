@@ -9,6 +9,7 @@ subclasses. Cloud SDKs are imported inside the adapter module that needs them, l
 from __future__ import annotations
 
 import enum
+import os
 import shlex
 import time
 import uuid
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from skylane.errors import InvalidInput
+from skylane.errors import InvalidInput, ProviderError
 from skylane.models import Pool
 from skylane.rate_limits import RateLimiter, UnlimitedRateLimiter
 from skylane.retries import PROVIDER_CALLS, RetryPolicy
@@ -52,6 +53,16 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
     return text
+
+
+def retry_after_header(headers: Any) -> float | None:
+    """Seconds a `Retry-After` header asks for (a number of seconds); None when absent or not a
+    number."""
+    try:
+        value = (headers or {}).get("Retry-After")
+        return float(value) if value is not None else None
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,38 @@ class CloudAdapter:
         """`fn()` under the retry policy; `until` (time.monotonic()) bounds it as a whole."""
         deadline = None if until is None else max(0.0, until - time.monotonic())
         return self.retry_policy.call(fn, what=f"{self.provider} call", deadline=deadline)
+
+    def setting(self, name: str, variable: str | None = None) -> str | None:
+        """The pool's setting `name` (else the environment variable `variable`), stripped; None
+        when unset or blank."""
+        value = self.pool.settings.get(name) or (os.environ.get(variable) if variable else None)
+        return str(value).strip() or None if value else None
+
+    def _call(
+        self,
+        fn: Callable[..., T],
+        action: str,
+        resource: str,
+        secrets: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> T:
+        """One SDK call (with `_call_options`), every SDK error translated by `_translate`."""
+        try:
+            return fn(**self._call_options(), **kwargs)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every SDK error is translated
+            raise self._translate(exc, action=action, resource=resource, secrets=secrets) from None
+
+    def _call_options(self) -> dict[str, Any]:
+        """Keyword arguments every SDK call of this adapter gets (a timeout, say)."""
+        return {}
+
+    def _translate(
+        self, exc: BaseException, *, action: str, resource: str, secrets: Iterable[str]
+    ) -> ProviderError:
+        """An SDK error as a skylane ProviderError (each SDK adapter says how)."""
+        raise NotImplementedError
 
 
 class Adapter(Protocol):

@@ -41,13 +41,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from skylane.adapters import cloud_run_template as tpl
@@ -58,6 +57,7 @@ from skylane.adapters.base import (
     ProviderStatus,
     ResourceCache,
     RunContext,
+    retry_after_header,
     scrub,
 )
 from skylane.errors import (
@@ -78,8 +78,6 @@ from skylane.rate_limits import (
 from skylane.settings import Settings
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 ENDPOINT_VARIABLE = "SKYLANE_CLOUD_RUN_ENDPOINT"
 CACHE_JOBS = "cloud-run-job"
@@ -126,16 +124,6 @@ def _status_of(exc: Any) -> str:
             pass
     code = getattr(exc, "grpc_status_code", None)
     return str(getattr(code, "name", "") or "")
-
-
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 def translate_error(
@@ -190,7 +178,10 @@ def translate_error(
     if isinstance(code, int):
         details["http_status"] = code
     if isinstance(exc, gexc.TooManyRequests | gexc.ResourceExhausted):
-        retry_after = max(THROTTLE_FLOOR_SECONDS, _retry_after(exc) or 0.0)
+        retry_after = max(
+            THROTTLE_FLOOR_SECONDS,
+            retry_after_header(getattr(getattr(exc, "response", None), "headers", None)) or 0.0,
+        )
         return make(
             ThrottledError,
             f"Cloud Run throttled {action} on {resource}: {message}",
@@ -289,12 +280,7 @@ class CloudRunAdapter(CloudAdapter):
 
     @property
     def endpoint_url(self) -> str | None:
-        value = self.pool.settings.get("endpoint_url") or os.environ.get(ENDPOINT_VARIABLE)
-        return str(value).strip() or None if value else None
-
-    def _setting(self, name: str) -> str | None:
-        value = self.pool.settings.get(name)
-        return str(value).strip() or None if value else None
+        return self.setting("endpoint_url", ENDPOINT_VARIABLE)
 
     def _load_credentials(self) -> tuple[Any, str | None]:
         """(credentials, their project): anonymous against an endpoint, else ADC, impersonating
@@ -373,7 +359,7 @@ class CloudRunAdapter(CloudAdapter):
             return self._logging_clients[project]
 
     def _project(self, given: str | None = None) -> str:
-        project = given or self._setting("project")
+        project = given or self.setting("project")
         if not project:
             self.clients()
             project = self._credentials_project
@@ -385,7 +371,7 @@ class CloudRunAdapter(CloudAdapter):
         return project
 
     def _parent(self) -> str:
-        region = self._setting("region")
+        region = self.setting("region")
         if not region:
             raise PermanentProviderError("no region: set the pool's region setting")
         return f"projects/{self._project()}/locations/{region}"
@@ -406,8 +392,8 @@ class CloudRunAdapter(CloudAdapter):
             job_id=tpl.job_id_for(key),
             execution_token=tpl.execution_token_for(key),
             labels=context.labels(),
-            project=self._setting("project"),
-            region=self._setting("region"),
+            project=self.setting("project"),
+            region=self.setting("region"),
             image=context.image,
         )
 
@@ -416,21 +402,13 @@ class CloudRunAdapter(CloudAdapter):
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _call(
-        self,
-        fn: Callable[..., T],
-        action: str,
-        resource: str,
-        secrets: list[str] | tuple[str, ...] = (),
-        **kwargs: Any,
-    ) -> T:
-        """One API call with the provider timeout, its errors translated."""
-        try:
-            return fn(timeout=self.settings.provider_timeout_seconds, **kwargs)
-        except ProviderError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every SDK error is translated
-            raise translate_error(exc, action=action, resource=resource, secrets=secrets) from None
+    def _call_options(self) -> dict[str, Any]:
+        return {"timeout": self.settings.provider_timeout_seconds}
+
+    def _translate(
+        self, exc: BaseException, *, action: str, resource: str, secrets: Iterable[str]
+    ) -> ProviderError:
+        return translate_error(exc, action=action, resource=resource, secrets=tuple(secrets))
 
     def _get_job(self, name: str) -> Any | None:
         jobs, _ = self.clients()
