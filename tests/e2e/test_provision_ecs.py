@@ -163,3 +163,23 @@ def test_pool_create_with_provision_infra_does_both_in_one_go(
 
     assert server.cli("pool", "deprovision", "aws", "--yes").returncode == 0
     assert skylane_tagged_roles(aws, moto_endpoint) == []
+
+
+def test_a_pool_with_its_own_vpc_is_deprovisioned_down_to_nothing(
+    server: ServerProcess, aws: boto3.Session, moto_endpoint: str
+) -> None:
+    ec2 = aws.client("ec2", endpoint_url=moto_endpoint)
+    vpcs_before = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+    provision(server, moto_endpoint, "--create-vpc", "--yes")
+    records = server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"]
+    [vpc] = [r["id"] for r in records if r["kind"] == "vpc"]
+    assert vpc not in vpcs_before and any(r["kind"] == "security-group" for r in records)
+
+    removed = server.cli("pool", "deprovision", "aws", "--yes")
+
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]} == vpcs_before
+    assert (
+        server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"] == []
+    )
+    assert skylane_tagged_roles(aws, moto_endpoint) == []

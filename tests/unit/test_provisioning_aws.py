@@ -115,7 +115,7 @@ class Provisioner:
     def __init__(self, *, create_vpc: bool = False, pool: str = POOL) -> None:
         self.clients = AwsClients(None, {"region": REGION})
         self.steps = ecs_steps(self.clients, pool, region=REGION, create_vpc=create_vpc)
-        self.context = base.Context(pool=pool, location={"region": REGION})
+        self.context = base.Context(pool=pool)
 
     def plan(self) -> list[base.PlanItem]:
         return base.plan(self.steps, self.context)

@@ -32,7 +32,7 @@ def existing(client: SkylaneClient, name: str) -> Pool | None:
 def _plan_table(items: list[base.PlanItem]) -> Any:
     return output.table(
         ["resource", "name", "action", "detail"],
-        [(i.row["resource"], i.row["name"], i.row["action"], i.row["detail"]) for i in items],
+        [tuple(item.row.values()) for item in items],
         title="plan",
     )
 
@@ -84,11 +84,8 @@ def provision(
 
     records = base.apply(items, provisioner.context, progress=progress)
     template, missing = base.with_defaults(pool.base_job_template, provisioner.context.defaults)
-    kept = [
-        r
-        for r in pool.provisioned_resources
-        if (r.get("kind"), r.get("name")) not in {(x.kind, x.name) for x in records}
-    ]
+    applied = {(r.kind, r.name) for r in records}
+    kept = [r for r in pool.provisioned_resources if (r.get("kind"), r.get("name")) not in applied]
     client.update_pool(
         name,
         settings={**pool.settings, **provisioner.pool_settings},
@@ -125,8 +122,12 @@ def deprovision(client: SkylaneClient, name: str, *, yes: bool) -> None:
         )
     )
     confirm(f"Delete these {len(doomed)} resources of pool {name}?", yes)
+    # The pool's settings hold where it was provisioned (its region, an endpoint); its records
+    # say whether it got a VPC of its own, whose steps must be there to delete it.
     options = ProvisionOptions(
-        region=pool.settings.get("region"), settings=pool.settings, credentials=pool.credentials
+        settings=pool.settings,
+        credentials=pool.credentials,
+        create_vpc=any(r.kind == "vpc" and r.created for r in records),
     )
     provisioner = provisioner_for(parse_pool_type(pool.type), name, options)
     removed = base.deprovision(records, provisioner.steps, provisioner.context)

@@ -48,6 +48,7 @@ from urllib.parse import unquote
 from skylane.adapters.aws import AwsClients, error_code, translate_error
 from skylane.errors import PermanentProviderError
 from skylane.provisioning.base import POOL_TAG, Context, Found, Step
+from skylane.retries import PROVIDER_CALLS
 
 EXECUTION_POLICY = "policy/service-role/AmazonECSTaskExecutionRolePolicy"
 ECS_TASKS = "ecs-tasks.amazonaws.com"
@@ -246,12 +247,21 @@ class _Aws:
         error codes; any other error translated into a skylane error naming the action."""
         client = self.client(service)
         action = f"{service}:{''.join(p.capitalize() for p in operation.split('_'))}"
-        try:
-            return getattr(client, operation)(**params)
-        except Exception as exc:
-            if error_code(exc) in set(missing):
-                return None
-            raise translate_error(exc, action=action, resource=resource) from None
+
+        def once() -> Any:
+            try:
+                return getattr(client, operation)(**params)
+            except Exception as exc:
+                if error_code(exc) in set(missing):
+                    return None
+                raise translate_error(exc, action=action, resource=resource) from None
+
+        if operation.startswith("create_"):
+            # Not retried: a create whose answer was lost may have gone through, and a second
+            # one would fail as a duplicate; the apply rolls back and a re-run adopts it.
+            return once()
+        # Reads, puts, tags and deletes are safe to repeat: throttling and 5xx are retried.
+        return PROVIDER_CALLS.call(once, what=action)
 
     def _who(self) -> tuple[str, str]:
         if self._identity is None:
@@ -744,10 +754,14 @@ class DefaultVpcStep(_AwsStep):
             resource=f"VPC {resource_id}",
             Filters=[{"Name": "vpc-id", "Values": [resource_id]}],
         )
+        subnets = [s["SubnetId"] for s in found.get("Subnets") or []]
+        if not subnets:
+            raise PermanentProviderError(
+                f"the default VPC {resource_id} in {self.aws.region} has no subnets: add some, "
+                "or provision with a new VPC (--create-vpc)"
+            )
         context.outputs["vpc_id"] = resource_id
-        context.outputs["subnets"] = {
-            s["SubnetId"]: s["SubnetId"] for s in found.get("Subnets") or []
-        }
+        context.outputs["subnets"] = {subnet: subnet for subnet in subnets}
         context.defaults["vpc_id"] = resource_id
         _publish_network(context)
 

@@ -48,11 +48,9 @@ class Action(enum.StrEnum):
 @dataclass
 class Context:
     """What the steps of one provisioning share: the pool's name (for tags and names), the
-    cloud location (`region`, `project`, `subscription`, `resource_group`...), the outputs
-    published so far, and the template defaults to set when done."""
+    outputs published so far, and the template defaults to set when done."""
 
     pool: str
-    location: dict[str, str] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
 

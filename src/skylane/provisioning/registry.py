@@ -21,9 +21,6 @@ class ProvisionOptions:
     pool's settings and credentials reference (an `endpoint_url` points the SDK elsewhere)."""
 
     region: str | None = None
-    project: str | None = None
-    subscription: str | None = None
-    resource_group: str | None = None
     create_vpc: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, Any] | None = None
@@ -63,6 +60,6 @@ def _ecs(pool_name: str, options: ProvisionOptions) -> Provisioner:
     steps = aws.ecs_steps(clients, pool_name, region=region, create_vpc=options.create_vpc)
     return Provisioner(
         steps=steps,
-        context=Context(pool=pool_name, location={"region": region}),
+        context=Context(pool=pool_name),
         pool_settings=settings,
     )
