@@ -51,7 +51,7 @@ def provision(server: ServerProcess, endpoint: str, *extra: str) -> str:
     return result.stdout
 
 
-def skylane_tagged_roles(aws: boto3.Session, endpoint: str) -> list[str]:
+def skylane_named_roles(aws: boto3.Session, endpoint: str) -> list[str]:
     iam = aws.client("iam", endpoint_url=endpoint)
     return sorted(
         r["RoleName"] for r in iam.list_roles()["Roles"] if "skylane-aws" in r["RoleName"]
@@ -80,7 +80,10 @@ def test_provision_plans_applies_records_and_deprovisions(
 
     applied = provision(server, moto_endpoint, "--yes")
     assert "pool aws created" in applied
+    # The dispatcher role is offered, not imposed; the caller's credentials are not stored.
+    assert "--credential role_arn=arn:aws:iam::123456789012:role/skylane-aws-dispatcher" in applied
     pool = server.cli_json("pool", "inspect", "aws", "--output", "json")
+    assert pool["credentials"] is None
     records = pool["provisioned_resources"]
     kinds = {(r["kind"], r["name"]) for r in records}
     assert ("ecr-repository", "skylane-aws") in kinds and ("ecs-cluster", "skylane-aws") in kinds
@@ -92,7 +95,7 @@ def test_provision_plans_applies_records_and_deprovisions(
     assert defaults["cluster"].endswith(":cluster/skylane-aws")
     assert defaults["execution_role_arn"].endswith(":role/skylane-aws-execution")
     assert defaults["network_configuration"]["subnets"]
-    assert skylane_tagged_roles(aws, moto_endpoint) == [
+    assert skylane_named_roles(aws, moto_endpoint) == [
         "skylane-aws-dispatcher",
         "skylane-aws-execution",
         "skylane-aws-task",
@@ -125,7 +128,7 @@ def test_provision_plans_applies_records_and_deprovisions(
     removed = server.cli("pool", "deprovision", "aws", "--yes")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert ecr.describe_repositories()["repositories"] == []
-    assert skylane_tagged_roles(aws, moto_endpoint) == []
+    assert skylane_named_roles(aws, moto_endpoint) == []
     assert aws.client("ec2", endpoint_url=moto_endpoint).describe_vpcs(
         Filters=[{"Name": "isDefault", "Values": ["true"]}]
     )["Vpcs"]  # adopted, left alone
@@ -153,7 +156,7 @@ def test_pool_create_with_provision_infra_does_both_in_one_go(
     assert (pool["description"], pool["concurrency_limit"]) == ("nightly flows", 3)
     assert pool["settings"]["region"] == "us-east-1"
     assert any(r["kind"] == "ecs-cluster" and r["created"] for r in pool["provisioned_resources"])
-    assert skylane_tagged_roles(aws, moto_endpoint)
+    assert skylane_named_roles(aws, moto_endpoint)
 
     again = server.cli(
         "pool", "create", "aws", "--type", "ecs:push", "--provision-infra", "--yes",
@@ -162,7 +165,7 @@ def test_pool_create_with_provision_infra_does_both_in_one_go(
     assert again.returncode != 0 and "use `pool provision`" in again.stderr
 
     assert server.cli("pool", "deprovision", "aws", "--yes").returncode == 0
-    assert skylane_tagged_roles(aws, moto_endpoint) == []
+    assert skylane_named_roles(aws, moto_endpoint) == []
 
 
 def test_a_pool_with_its_own_vpc_is_deprovisioned_down_to_nothing(
@@ -182,4 +185,4 @@ def test_a_pool_with_its_own_vpc_is_deprovisioned_down_to_nothing(
     assert (
         server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"] == []
     )
-    assert skylane_tagged_roles(aws, moto_endpoint) == []
+    assert skylane_named_roles(aws, moto_endpoint) == []

@@ -36,6 +36,15 @@ TypeOption = Annotated[
         "--type", "-t", help="Pool type: process:push, ecs:push, cloud-run:push, aci:push, ..."
     ),
 ]
+CallerCredentialOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--credential",
+        metavar="KEY=VALUE",
+        help="Your credentials for these cloud calls, as a reference (profile=NAME, or "
+        "role_arn=ARN); never stored on the pool. Without any, your default chain.",
+    ),
+]
 TemplateOption = Annotated[
     Path | None,
     typer.Option(
@@ -115,12 +124,11 @@ def create(
     """Create a pool; without --base-job-template it gets its type's default template."""
     parse_pool_type(pool_type, field="--type")
     if provision_infra:
-        options = ProvisionOptions(
-            region=region,
-            settings=parse_assignments(setting, "--setting"),
-            credentials=parse_assignments(credential, "--credential") or None,
-        )
+        # --credential is the pool's (stored, for the control plane); provisioning runs with
+        # the caller's default credentials.
+        options = ProvisionOptions(region=region, settings=parse_assignments(setting, "--setting"))
         new_pool = {
+            "credentials": parse_assignments(credential, "--credential") or None,
             "paused": paused,
             "concurrency_limit": concurrency_limit,
             "description": description,
@@ -251,7 +259,7 @@ def provision(
         typer.Option("--create-vpc", help="ecs:push: a new VPC instead of the default one."),
     ] = False,
     setting: SettingOption = None,
-    credential: CredentialOption = None,
+    credential: CallerCredentialOption = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
     ] = False,
@@ -271,11 +279,14 @@ def provision(
 
 
 @app.command()
-def deprovision(name: NameArgument, yes: YesOption = False) -> None:
+def deprovision(
+    name: NameArgument, credential: CallerCredentialOption = None, yes: YesOption = False
+) -> None:
     """Delete what `pool provision` created for the pool; resources it found and adopted are
     left alone."""
+    credentials = parse_assignments(credential, "--credential") or None
     with make_client() as client:
-        pool_provision.deprovision(client, name, yes=yes)
+        pool_provision.deprovision(client, name, yes=yes, credentials=credentials)
 
 
 @app.command("default-template")

@@ -56,9 +56,10 @@ def provision(
         raise InvalidInput(
             f"pool {name} exists with type {pool.type}, not {kind.name}", field="--type"
         )
+    # `options.credentials` are the caller's, for these calls only: never the pool's, which are
+    # the control plane's, and never stored on it.
     settings = {**(pool.settings if pool else {}), **options.settings}
-    credentials = options.credentials or (pool.credentials if pool else None)
-    options = dataclasses.replace(options, settings=settings, credentials=credentials)
+    options = dataclasses.replace(options, settings=settings)
     provisioner = provisioner_for(kind, name, options)
     items = base.plan(provisioner.steps, provisioner.context)
     output.show(_plan_table(items))
@@ -75,7 +76,6 @@ def provision(
             name=name,
             type=kind.name,
             settings=provisioner.pool_settings,
-            credentials=credentials,
         )
         typer.echo(f"pool {name} created (type {pool.type})")
 
@@ -100,13 +100,21 @@ def provision(
             title="template defaults set",
         )
     )
+    dispatcher = provisioner.context.outputs.get("dispatcher_role_arn")
+    if dispatcher:
+        typer.echo(
+            f"for least privilege, let the control plane assume {dispatcher}: "
+            f"skylane pool update {name} --credential role_arn={dispatcher}"
+        )
     if missing:
         output.print_warning(
             "the pool's template has no variable for: " + ", ".join(missing) + " (left out)"
         )
 
 
-def deprovision(client: SkylaneClient, name: str, *, yes: bool) -> None:
+def deprovision(
+    client: SkylaneClient, name: str, *, yes: bool, credentials: dict[str, Any] | None = None
+) -> None:
     """Delete what provisioning created for the pool (never what it adopted), newest first."""
     pool = client.get_pool(name)
     records = [base.Provisioned.from_json(r) for r in pool.provisioned_resources]
@@ -126,7 +134,7 @@ def deprovision(client: SkylaneClient, name: str, *, yes: bool) -> None:
     # say whether it got a VPC of its own, whose steps must be there to delete it.
     options = ProvisionOptions(
         settings=pool.settings,
-        credentials=pool.credentials,
+        credentials=credentials,
         create_vpc=any(r.kind == "vpc" and r.created for r in records),
     )
     provisioner = provisioner_for(parse_pool_type(pool.type), name, options)
