@@ -64,11 +64,9 @@ until SIGINT or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import random
-import socket
 import sys
 import threading
 import time
@@ -82,6 +80,7 @@ from xml.sax.saxutils import escape
 
 import httpx
 
+from skylane.testing.emulator_base import check_fields
 from skylane.testing.local_http import (
     LocalHandler,
     LocalService,
@@ -178,10 +177,7 @@ class FaultRule:
         values = dict(data)
         if "delay" in values and "seconds" not in values:
             values["seconds"] = values.pop("delay")
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown rule fields {sorted(unknown)}; known: {sorted(known)}")
+        check_fields(values, cls, "rule")
         for required in ("kind", "operation"):
             if required not in values:
                 raise ValueError(f"a rule needs {required!r}")
@@ -618,7 +614,7 @@ class _Handler(LocalHandler):
             record("timeout", status, response_json, rule.id)
             proxy._hold(rule.seconds)
             if rule.drop or proxy._stopping.is_set():
-                self._drop()
+                self.drop()
                 return
         else:
             record("forwarded", status, response_json, rule.id if rule else None)
@@ -711,11 +707,6 @@ class _Handler(LocalHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
-
-    def _drop(self) -> None:
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 # The handler is defined after the service that names it.

@@ -202,6 +202,7 @@ import json
 import math
 import os
 import re
+import signal
 import ssl
 import sys
 import tempfile
@@ -214,10 +215,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import quote
 
-from skylane.testing.container_processes import LocalContainerProcess, Stream, inherited_env
+from skylane.testing.container_processes import (
+    LocalContainerProcess,
+    Stream,
+    exit_status,
+    inherited_env,
+)
 from skylane.testing.emulator_base import (
-    CONTROL_PREFIX,  # noqa: F401 (still this module's name too)
-    FAULT_KINDS,  # noqa: F401
     CallRecord,
     EmulatorBase,
     EmulatorHandler,
@@ -244,7 +248,8 @@ GROUP_TYPE = f"{PROVIDER}/containerGroups"
 CLIENT_ID = "8f7d6e5c-4b3a-4291-8c7d-6e5f4a3b2c1d"
 OBJECT_ID = "1a2b3c4d-5e6f-4a8b-9c0d-1e2f3a4b5c6d"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
-STOP_EXIT_CODE = 143  # 128 + SIGTERM: what a container stopped by `stop` reports
+# 128 + SIGTERM (143): what a container stopped by `stop` reports.
+STOP_EXIT_CODE = exit_status(-signal.SIGTERM)
 START_FAILURE_EXIT_CODE = 127
 
 OPERATIONS: tuple[str, ...] = (
@@ -461,9 +466,6 @@ class Fault(FaultBase):
             raise ValueError(f"retry_after must be >= 0 or None, not {self.retry_after}")
         self.code = self.code or DEFAULT_CODES.get(self.status, "BadRequest")
 
-    def matches(self, operation: str | None, method: str, path: str) -> bool:
-        return FaultBase.matches(self, operation, method, path)
-
 
 DEFAULT_CODES: dict[int, str] = {
     400: "BadRequest",
@@ -537,7 +539,6 @@ class _Group:
     deleted_at: float | None = None
     # Why its process could not start (run_containers): a Failed event carries it.
     start_failure: str = ""
-    launched: bool = False
     process: _Process | None = None
     logs: list[_LogLine] = field(default_factory=list)
 
@@ -743,8 +744,7 @@ class AciEmulator(EmulatorBase):
                 group.pull_at = min(group.pull_at, now)
             group.end_at = now
             group.exit_code = exit_code
-            if group.process is not None and group.process.runner is not None:
-                group.process.runner.terminate(self.stop_grace_seconds)
+            self._terminate(group.process)
             group.runs_container = False  # the exit code given stands, not the process's
             self._lock.notify_all()
             return self._group_view(group, now)
@@ -966,7 +966,7 @@ class AciEmulator(EmulatorBase):
                 now = self._clock()
                 wakes = []
                 for group in self._groups.values():
-                    if not group.runs_container or group.launched:
+                    if not group.runs_container or group.process is not None:
                         continue
                     if group.start_at <= now:
                         self._launch(group, now)
@@ -979,7 +979,6 @@ class AciEmulator(EmulatorBase):
 
     def _launch(self, group: _Group, now: float) -> None:
         """Start the group's first container as a process, or end it now (exit code 127)."""
-        group.launched = True
         container = group.spec["properties"]["containers"][0]
         properties = container["properties"]
         command = [str(part) for part in properties.get("command") or []]
@@ -1021,6 +1020,10 @@ class AciEmulator(EmulatorBase):
         group.end_at = now
         group.exit_code = START_FAILURE_EXIT_CODE
         group.runs_container = False
+
+    def _terminate(self, process: _Process | None) -> None:
+        if process is not None and process.runner is not None:
+            process.runner.terminate(self.stop_grace_seconds)
 
     def _on_output(self, process: _Process, stream: Stream, text: str) -> None:
         with self._lock:
@@ -1266,8 +1269,7 @@ class AciEmulator(EmulatorBase):
         view = self._group_view(group, now)
         group.deleted_at = now
         self._groups.pop((group.subscription.lower(), group.resource_group.lower(), group.name))
-        if group.process is not None and group.process.runner is not None:
-            group.process.runner.terminate(self.stop_grace_seconds)
+        self._terminate(group.process)
         group.runs_container = False
         return view
 
@@ -1286,8 +1288,7 @@ class AciEmulator(EmulatorBase):
             group.end_at = now
             group.ended_by_stop = True
             group.exit_code = STOP_EXIT_CODE
-        if group.process is not None and group.process.runner is not None:
-            group.process.runner.terminate(self.stop_grace_seconds)
+        self._terminate(group.process)
         group.runs_container = False
 
     def _logs(self, group: _Group, container: str, query: Mapping[str, str]) -> dict[str, Any]:
@@ -2042,10 +2043,6 @@ def write_certificates(
 
 
 class _Handler(EmulatorHandler):
-    @property
-    def emulator(self) -> AciEmulator:
-        return cast(AciEmulator, self.server.service)
-
     def reply(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
         payload = b"" if answer is None else json.dumps(answer).encode()
         sent: list[tuple[str, str]] = []

@@ -88,21 +88,12 @@ class LocalContainerProcess:
         self._on_output = on_output
         self._on_exit = on_exit
         self.popen: subprocess.Popen[bytes] | None = None
-        # Set once its exit is known (before its last lines may have been passed on).
-        self.exit_code: int | None = None
         self._exited = threading.Event()
         self._threads: list[threading.Thread] = []
         self._waiter: threading.Thread | None = None
         self._lock = threading.Lock()
         # SIGTERM went to its group; SIGKILL follows after the grace period unless it exits.
         self.terminated = False
-        self.killed = False
-
-    @property
-    def pid(self) -> int:
-        if self.popen is None:
-            raise RuntimeError("the process is not started")
-        return self.popen.pid
 
     @property
     def exited(self) -> bool:
@@ -162,7 +153,6 @@ class LocalContainerProcess:
 
     def kill(self) -> None:
         """SIGKILL to the process group."""
-        self.killed = True
         self.signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -194,7 +184,6 @@ class LocalContainerProcess:
     def _await_exit(self, readers: Sequence[threading.Thread]) -> None:
         assert self.popen is not None
         code = exit_status(self.popen.wait())
-        self.exit_code = code
         self._exited.set()
         # A container ends with its main process: nothing it left behind runs on.
         signal_group(self.popen, signal.SIGKILL)
@@ -207,8 +196,9 @@ class LocalContainerProcess:
 
 
 def stop_processes(processes: Iterable[LocalContainerProcess], grace_seconds: float) -> None:
-    """SIGTERM the groups of `processes`, SIGKILL those still running `grace_seconds` later, and
-    join their threads. Call it without holding a lock the processes' callbacks take."""
+    """SIGTERM the groups of `processes` (`terminate`: SIGKILL to those still running
+    `grace_seconds` later), wait for them, and join their threads. Call it without holding a
+    lock the processes' callbacks take."""
     processes = [process for process in processes if process.popen is not None]
     for process in processes:
         if process.terminated:
@@ -217,8 +207,7 @@ def stop_processes(processes: Iterable[LocalContainerProcess], grace_seconds: fl
             process.terminate(grace_seconds)
     deadline = time.monotonic() + grace_seconds
     for process in processes:
-        if not process.wait(max(0.0, deadline - time.monotonic())):
-            process.kill()
+        process.wait(max(0.0, deadline - time.monotonic()))
     for process in processes:
         process.join(JOIN_SECONDS)
 

@@ -12,22 +12,21 @@ readable as `.call`."""
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import fnmatch
 import json
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, Self, cast
+from typing import Any, ClassVar, Literal, Self, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from skylane.testing.container_processes import LocalContainerProcess, stop_processes
+from skylane.testing.container_processes import stop_processes
 from skylane.testing.local_http import LocalHandler, LocalService
 
 FaultKind = Literal["error", "timeout", "delay"]
@@ -40,12 +39,18 @@ def timestamp(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def check_plan_fields(values: Mapping[str, Any], plan: type) -> None:
-    """Refuse plan values that are not fields of the `plan` dataclass."""
-    known = {f.name for f in fields(plan)}
+def check_fields(values: Mapping[str, Any], cls: type, what: str) -> None:
+    """Refuse `values` that are not fields of the dataclass `cls` (a typo must not silently
+    turn a `what` into another one)."""
+    known = {f.name for f in fields(cls)}
     unknown = set(values) - known
     if unknown:
-        raise ValueError(f"unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
+        raise ValueError(f"unknown {what} fields {sorted(unknown)}; known: {sorted(known)}")
+
+
+def check_plan_fields(values: Mapping[str, Any], plan: type) -> None:
+    """Refuse plan values that are not fields of the `plan` dataclass."""
+    check_fields(values, plan, "plan")
 
 
 def check_process_options(
@@ -174,19 +179,11 @@ class FaultBase(CallRecord):
         if not isinstance(data, Mapping):
             raise ValueError(f"a fault is a JSON object, not {type(data).__name__}")
         values = dict(data)
-        known = {f.name for f in fields(cast(Any, cls))}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f"unknown fault fields {sorted(unknown)}; known: {sorted(known)}")
+        check_fields(values, cls, "fault")
         values.pop("fired", None)
         if values.get("id") is None:
             values.pop("id", None)
         return cls(**values)
-
-
-class _Process(Protocol):
-    runner: LocalContainerProcess | None
-    discarded: bool
 
 
 class EmulatorBase(LocalService):
@@ -247,7 +244,8 @@ class EmulatorBase(LocalService):
             for process in processes:
                 process.discarded = True
             self._init_state()
-        self._stop_processes(processes)
+        # Without holding the lock, which the processes' callbacks need.
+        stop_processes([p.runner for p in processes if p.runner], self.stop_grace_seconds)
 
     def start(self) -> Self:
         LocalService.start(self)
@@ -272,13 +270,8 @@ class EmulatorBase(LocalService):
             self._launcher = None
         with self._lock:
             processes = list(self._processes)
-        self._stop_processes(processes)
-
-    def _stop_processes(self, processes: Sequence[_Process]) -> None:
-        """SIGTERM the groups of `processes`, SIGKILL those still running after the grace
-        period, and join their threads (without holding the lock, which they need)."""
-        runners = [process.runner for process in processes if process.runner is not None]
-        stop_processes(runners, self.stop_grace_seconds)
+        # Without holding the lock, which the processes' callbacks need.
+        stop_processes([p.runner for p in processes if p.runner], self.stop_grace_seconds)
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -290,7 +283,7 @@ class EmulatorBase(LocalService):
     def faults(self) -> list[Any]:
         """Copies of the faults, in the order they are tried."""
         with self._lock:
-            return [type(f)(**asdict(f)) for f in self._faults]
+            return [copy.copy(f) for f in self._faults]
 
     def remove_fault(self, fault_id: str) -> bool:
         with self._lock:
@@ -310,7 +303,7 @@ class EmulatorBase(LocalService):
                 if fault.exhausted or not fault.matches(call, method, path):
                     continue
                 fault.fired += 1
-                return type(fault)(**asdict(fault))
+                return copy.copy(fault)
             return None
 
     # -- request log -----------------------------------------------------------------------
@@ -485,9 +478,3 @@ class EmulatorHandler(LocalHandler):
         except OSError:
             # The client gave up waiting (a held answer): nothing left to tell it.
             self.close_connection = True
-
-    def drop(self) -> None:
-        """Close the connection without answering."""
-        self.close_connection = True
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)

@@ -210,13 +210,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 from skylane.testing.container_processes import LocalContainerProcess, inherited_env
 from skylane.testing.emulator_base import (
-    CONTROL_PREFIX,  # noqa: F401 (still this module's name too)
-    FAULT_KINDS,  # noqa: F401
     CallRecord,
     EmulatorBase,
     EmulatorHandler,
@@ -413,9 +411,6 @@ class Fault(FaultBase):
             raise ValueError(f"code must be an HTTP error status, not {self.code!r}")
         self._check_limits()
         self.status = self.status or STATUS_NAMES.get(self.code, "UNKNOWN")
-
-    def matches(self, rpc: str | None, method: str, path: str) -> bool:
-        return FaultBase.matches(self, rpc, method, path)
 
 
 @dataclass(frozen=True)
@@ -1847,10 +1842,6 @@ def _page(items: list[dict[str, Any]], query: Mapping[str, str], key: str) -> di
 
 
 class _Handler(EmulatorHandler):
-    @property
-    def emulator(self) -> CloudRunEmulator:
-        return cast(CloudRunEmulator, self.server.service)
-
     def reply(self, status: int, answer: Any) -> None:
         payload = json.dumps(answer).encode()
         headers = [

@@ -199,6 +199,12 @@ class LocalHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def drop(self) -> None:
+        """Close the connection without answering."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
 
 def json_or_none(body: bytes) -> Any:
     """`body` as JSON, or None when it is empty or not JSON."""
