@@ -4,12 +4,14 @@ would."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
+from skylane.models import TERMINAL_STATES
 from skylane.testing.databases import reset_postgres_schema
 from skylane.testing.moto import FAKE_AWS_ENV, moto_server, reset, set_ecs_task_transition
 from skylane.testing.server import ServerProcess, free_port, running_server
@@ -27,6 +29,19 @@ FAST_SETTINGS = {
     "SKYLANE_HEARTBEAT_SECONDS": "1",
     "SKYLANE_LOG_BATCH_SECONDS": "0.2",
 }
+
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Run states that never change again, as the CLI and API name them.
+TERMINAL = {state.value for state in TERMINAL_STATES}
+
+
+def start_run(server: ServerProcess, *args: str, deployment: str = "etl/nightly") -> str:
+    """`skylane deployment run DEPLOYMENT ARGS...`; the new run's id."""
+    result = server.cli("deployment", "run", deployment, *args, check=True)
+    found = UUID_RE.search(result.stdout)
+    assert found, result.stdout
+    return found.group(0)
 
 
 # Parameters of a fixture that runs its test on each database.

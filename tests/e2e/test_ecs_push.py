@@ -14,8 +14,7 @@ import pytest
 
 from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import ServerProcess, running_server
-from tests.e2e.conftest import FAST_SETTINGS
-from tests.e2e.test_run_path import UUID_RE
+from tests.e2e.conftest import FAST_SETTINGS, start_run
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
@@ -78,11 +77,6 @@ def submitted_task(server: ServerProcess, run_id: str, timeout: float = 30) -> s
         assert run["state"] not in ("FAILED", "CRASHED"), run["state_message"]
         time.sleep(0.2)
     raise AssertionError(f"run {run_id} was never submitted:\n{server.log_tail()}")
-
-
-def start_run(server: ServerProcess, *args: str) -> str:
-    result = server.cli("deployment", "run", "etl/nightly", *args, check=True)
-    return UUID_RE.search(result.stdout).group(0)
 
 
 def test_a_run_becomes_exactly_one_task_with_its_overrides_tags_and_network(

@@ -13,9 +13,8 @@ import pytest
 
 from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import ServerProcess, running_server
-from tests.e2e.conftest import FAST_SETTINGS
+from tests.e2e.conftest import FAST_SETTINGS, start_run
 from tests.e2e.test_ecs_push import submitted_task
-from tests.e2e.test_run_path import UUID_RE
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
@@ -116,9 +115,7 @@ def test_provision_plans_applies_records_and_deprovisions(
     )  # fmt: skip
     rendered = json.loads(server.cli("deployment", "render", "etl/nightly", check=True).stdout)
     assert defaults["cluster"] in json.dumps(rendered)
-    run_id = UUID_RE.search(
-        server.cli("deployment", "run", "etl/nightly", check=True).stdout
-    ).group(0)
+    run_id = start_run(server)
     task_arn = submitted_task(server, run_id)
     assert ":task/skylane-aws/" in task_arn  # pushed to the provisioned cluster
     server.cli("run", "cancel", run_id, check=True)

@@ -3,13 +3,9 @@ PostgreSQL): server, pool, deployment, run."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
-from tests.e2e.conftest import Server
-
-UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from tests.e2e.conftest import UUID_RE, Server
 
 
 def test_run_completes_with_the_flows_own_log_lines(project: Server) -> None:

@@ -235,8 +235,6 @@ def test_secure_env_is_read_from_the_environment_at_submit(
 
     [put] = emulator.requests(PUT)
     assert container_env(put.body)["DB_PASSWORD"] == {"name": "DB_PASSWORD", "secureValue": SECRET}
-    # Azure never gives it back.
-    assert container_env(emulator.group(key))["DB_PASSWORD"] == {"name": "DB_PASSWORD"}
 
 
 def test_a_missing_secure_env_variable_names_the_job_variable_and_sends_nothing(
@@ -381,7 +379,7 @@ def test_deleted_groups_and_malformed_refs_are_not_found_and_unreadable_refs_lef
 
 
 @pytest.mark.parametrize("keep", [False, True])
-def test_a_group_not_started_within_its_start_timeout_is_stopped(
+def test_a_group_still_provisioning_past_its_start_timeout_is_removed(
     emulator: AciEmulator, keep: bool
 ) -> None:
     adapter = make_adapter(emulator)
@@ -578,8 +576,7 @@ def test_a_forbidden_create_names_the_permission(emulator: AciEmulator) -> None:
     with pytest.raises(PermanentProviderError) as raised:
         submit(adapter)
 
-    assert WRITE == "Microsoft.ContainerInstance/containerGroups/write"
-    assert WRITE in raised.value.message
+    assert "Microsoft.ContainerInstance/containerGroups/write" in raised.value.message
     assert raised.value.details["action"] == WRITE
     assert raised.value.details["http_status"] == 403
     assert calls(emulator, PUT) == [(PUT, 403)]

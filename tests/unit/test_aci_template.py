@@ -103,6 +103,15 @@ def env_of(request: AciGroupRequest) -> dict[str, dict[str, Any]]:
     }
 
 
+def unchecked_template() -> dict[str, Any]:
+    """The default template with a schema that accepts anything: to show render checks each
+    value itself."""
+    template = copy.deepcopy(default_template())
+    names = template["variables"]["properties"]
+    template["variables"] = {"type": "object", "properties": {name: {} for name in names}}
+    return template
+
+
 def as_sdk_model(body: dict[str, Any]) -> ContainerGroup:
     return ContainerGroup.deserialize(json.loads(json.dumps(body)))
 
@@ -298,10 +307,14 @@ def test_a_missing_environment_variable_names_the_job_variable_not_a_value() -> 
 def test_secret_values_are_refused_where_a_reference_belongs(
     variables: dict[str, Any], field: str
 ) -> None:
-    # The schema already refuses them (a 422 at deploy time); render refuses them too.
+    # The schema refuses them (a 422 at deploy time, value not echoed)...
     with pytest.raises(InvalidInput) as caught:
         build(variables)
-    assert caught.value.field.startswith(field.rsplit(".", 1)[0])
+    assert caught.value.field.startswith(field) and "hunter2" not in str(caught.value)
+    # ...and so does render, for a template whose schema does not.
+    with pytest.raises(InvalidInput) as caught:
+        build(variables, template=unchecked_template())
+    assert caught.value.field == field
     assert "hunter2" not in str(caught.value)
 
 
@@ -523,13 +536,8 @@ def test_location_is_required_when_the_template_asks_for_the_resource_groups() -
 def test_bad_variables_are_refused_naming_the_variable(
     variables: dict[str, Any], field: str
 ) -> None:
-    template = copy.deepcopy(default_template())
-    # Skip the schema's own checks, to show render checks each value too.
-    template["variables"] = {"type": "object", "properties": {
-        name: {} for name in template["variables"]["properties"]
-    }}  # fmt: skip
     with pytest.raises(InvalidInput) as caught:
-        build(variables, template=template)
+        build(variables, template=unchecked_template())
     assert caught.value.field == field, caught.value.message
 
 

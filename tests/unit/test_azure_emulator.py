@@ -420,8 +420,7 @@ def test_finish_group_ends_a_held_group(
 ) -> None:
     emulator.hold_group("manual")
     create(client, "manual")
-    time.sleep(0.1)
-    assert client.container_groups.get(RG, "manual").instance_view.state == "Running"
+    wait_until(lambda: client.container_groups.get(RG, "manual").instance_view.state == "Running")
 
     emulator.finish_group("manual", exit_code=2)
 
