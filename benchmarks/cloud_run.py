@@ -2,7 +2,7 @@
 their jobs are gone again, and what each run costs in Cloud Run calls.
 
     .venv/bin/python benchmarks/cloud_run.py                          # 300 runs, SQLite
-    .venv/bin/python benchmarks/cloud_run.py --database postgres
+    .venv/bin/python benchmarks/cloud_run.py --no-rate-limit --database postgres
     .venv/bin/python benchmarks/cloud_run.py --no-rate-limit          # skylane's own pace
     .venv/bin/python benchmarks/cloud_run.py --runs 20 --run-containers
 
