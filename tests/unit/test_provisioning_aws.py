@@ -126,14 +126,20 @@ class Provisioner:
     def step(self, kind: str, name: str) -> Any:
         return next(s for s in self.steps if (s.kind, s.name) == (kind, name))
 
-    def refuse(self, service: str, operation: str, when: Callable[[dict], Any]) -> None:
+    def refuse(
+        self,
+        service: str,
+        operation: str,
+        when: Callable[[dict], Any],
+        code: str = "InvalidParameterValue",
+    ) -> None:
         """Make AWS answer `operation` (when `when(params)`) with an error, as it would."""
 
         def handler(params: dict[str, Any], **_: Any) -> None:
             if when(params):
                 raise ClientError(
                     {
-                        "Error": {"Code": "InvalidParameterValue", "Message": "refused in test"},
+                        "Error": {"Code": code, "Message": "refused in test"},
                         "ResponseMetadata": {"HTTPStatusCode": 400},
                     },
                     operation,
@@ -824,3 +830,17 @@ def test_names_derived_from_any_pool_name_fit_aws(pool: str) -> None:
         assert name == "prod"
     else:
         assert slug(pool + "!") != name  # distinct pools, distinct names
+
+
+def test_a_denied_call_names_the_callers_credentials_not_the_control_planes() -> None:
+    default_vpc()
+    provisioner = Provisioner()
+    items = provisioner.plan()
+    provisioner.refuse("iam", "CreateRole", lambda params: True, code="AccessDenied")
+
+    with pytest.raises(base.ProvisioningFailed) as failure:
+        base.apply(items, provisioner.context)
+
+    assert "iam:CreateRole" in failure.value.message
+    assert "grant your AWS credentials" in failure.value.message
+    assert "control plane" not in failure.value.message

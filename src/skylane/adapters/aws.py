@@ -258,6 +258,11 @@ def _retry_after(response: dict[str, Any]) -> float | None:
         return None
 
 
+# Whose credentials a call used, unless `translate_error` is told otherwise.
+CONTROL_PLANE_ROLE = "the control plane's role (the pool's AWS credentials)"
+CONTROL_PLANE_CREDENTIALS = "the control plane's credentials"
+
+
 def translate_error(
     exc: BaseException,
     *,
@@ -266,11 +271,13 @@ def translate_error(
     cluster: str | None = None,
     region: str | None = None,
     secrets: Iterable[str] = (),
+    caller: str | None = None,
 ) -> ProviderError:
     """The skylane error for a botocore/boto3 exception raised while doing `action` (an IAM
     action such as "ecs:RunTask", or a phrase). `resource` names what it was done to (for
     messages), `cluster` the ECS cluster and `region` the region involved. `secrets` are
-    scrubbed from the message."""
+    scrubbed from the message. `caller` names whose credentials made the call when they are
+    not the control plane's (provisioning runs with the user's)."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -311,16 +318,17 @@ def translate_error(
             perm = action if ":" in action else "the needed permission"
             return PermanentProviderError(
                 message(
-                    f"{action}{where} was denied: grant the control plane's role (the pool's "
-                    f"AWS credentials) {perm}{where}{said}"
+                    f"{action}{where} was denied: grant {caller or CONTROL_PLANE_ROLE} "
+                    f"{perm}{where}{said}"
                 ),
                 details=details,
             )
         if code in BAD_CREDENTIALS_CODES:
             return PermanentProviderError(
                 message(
-                    f"{action}{where} failed: AWS rejected the control plane's credentials "
-                    f"({code}); check the pool's credentials reference or the default chain"
+                    f"{action}{where} failed: AWS rejected "
+                    f"{caller or CONTROL_PLANE_CREDENTIALS} ({code}); check the credentials "
+                    "reference or the default chain"
                 ),
                 details=details,
             )
@@ -358,7 +366,8 @@ def translate_error(
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return PermanentProviderError(
             f"{action}{where}: no usable AWS credentials were found; configure the default "
-            "credential chain of the control plane or the pool's credentials reference"
+            f"credential chain {'for ' + caller if caller else 'of the control plane'} or the "
+            "credentials reference"
         )
     if isinstance(exc, ProfileNotFound):
         return PermanentProviderError(

@@ -254,7 +254,9 @@ class _Aws:
             except Exception as exc:
                 if error_code(exc) in set(missing):
                     return None
-                raise translate_error(exc, action=action, resource=resource) from None
+                raise translate_error(
+                    exc, action=action, resource=resource, caller="your AWS credentials"
+                ) from None
 
         if operation.startswith("create_"):
             # Not retried: a create whose answer was lost may have gone through, and a second
