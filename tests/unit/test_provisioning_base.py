@@ -176,3 +176,57 @@ def test_defaults_become_the_templates_variable_defaults() -> None:
     assert updated["variables"]["properties"]["cluster"]["default"].endswith("cluster/p")
     assert missing == ["not_a_variable"]
     assert "default" not in template["variables"]["properties"]["cluster"]  # not changed
+
+
+@dataclass
+class Switch(Bucket):
+    """Like an enabled cloud API: created by skylane, but never turned off again."""
+
+    kind: str = "switch"
+    retained: bool = True
+
+
+def test_a_retained_step_survives_rollback_and_deprovision() -> None:
+    cloud = Cloud(refuse={"cluster"})
+    chain = [Switch(cloud, "api"), Bucket(cloud, "registry"), Bucket(cloud, "cluster")]
+    with pytest.raises(ProvisioningFailed) as caught:
+        apply(plan(chain, Context("p")), Context("p"))
+    assert list(cloud.resources) == ["api"]
+    assert [r.name for r in caught.value.rolled_back] == ["registry"]
+
+    cloud.refuse.clear()
+    records = apply(plan(chain, Context("p")), Context("p"))
+    assert [(r.name, r.created) for r in records] == [
+        ("api", True),  # as the failed apply left it, still the pool's
+        ("registry", True),
+        ("cluster", True),
+    ]
+    removed = deprovision(records, chain, Context("p"))
+    assert [r.name for r in removed] == ["cluster", "registry"]
+    assert list(cloud.resources) == ["api"]
+
+
+def test_merge_records_keeps_what_an_earlier_apply_created() -> None:
+    from skylane.provisioning.base import merge_records
+
+    earlier = [
+        Provisioned("binding", "run.developer", "projects/p#run.developer", created=True),
+        Provisioned("bucket", "old", "id-old", created=True),
+        Provisioned("bucket", "theirs", "id-theirs", created=False),
+    ]
+    # A re-run finds the binding again (no tag says whose it is) and a new bucket.
+    applied = [
+        Provisioned("binding", "run.developer", "projects/p#run.developer", created=False),
+        Provisioned("bucket", "theirs", "id-theirs", created=False),
+        Provisioned("bucket", "new", "id-new", created=True),
+    ]
+    merged = merge_records(earlier, applied)
+    assert [(r.name, r.created) for r in merged] == [
+        ("old", True),  # not touched by this apply: kept as it was
+        ("run.developer", True),  # still skylane's
+        ("theirs", False),  # never becomes skylane's
+        ("new", True),
+    ]
+    # The same name with another id is another resource: not skylane's by inheritance.
+    moved = [Provisioned("binding", "run.developer", "projects/q#run.developer", False)]
+    assert [r.created for r in merge_records(earlier, moved) if r.kind == "binding"] == [False]

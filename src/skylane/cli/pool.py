@@ -58,6 +58,33 @@ LimitOption = Annotated[
     typer.Option("--concurrency-limit", min=0, help="Most runs of this pool active at once."),
 ]
 DescriptionOption = Annotated[str | None, typer.Option(help="What the pool is for.")]
+# Where `pool provision` (and `pool create --provision-infra`) creates a pool's resources.
+RegionOption = Annotated[
+    str | None,
+    typer.Option(help="AWS region (ecs:push), Google Cloud region, Azure location (aci:push)."),
+]
+ProjectOption = Annotated[
+    str | None, typer.Option(help="cloud-run:push: Google Cloud project (default: your ADC's).")
+]
+SubscriptionOption = Annotated[str | None, typer.Option(help="aci:push: Azure subscription id.")]
+ResourceGroupOption = Annotated[
+    str | None,
+    typer.Option(help="aci:push: resource group (used if it exists; default skylane-<pool>)."),
+]
+ControlPlaneOption = Annotated[
+    str | None,
+    typer.Option(
+        "--control-plane",
+        metavar="PRINCIPAL",
+        help="Who the control plane runs as, allowed to use the dispatcher identity created: "
+        "an AWS principal ARN (default: the account), a Google member "
+        "(serviceAccount:EMAIL), an Entra object id.",
+    ),
+]
+CreateVpcOption = Annotated[
+    bool,
+    typer.Option("--create-vpc", help="ecs:push: a new VPC instead of the default one."),
+]
 
 
 def _template(path: Path | None) -> dict[str, Any] | None:
@@ -112,21 +139,41 @@ def create(
         bool,
         typer.Option(
             "--provision-infra",
-            help="Also create what the pool needs in your cloud, as `pool provision` does.",
+            help="Also create what the pool needs in your cloud, as `pool provision` does "
+            "(with the options below).",
         ),
     ] = False,
-    region: Annotated[
-        str | None, typer.Option(help="With --provision-infra: AWS region (ecs:push).")
-    ] = None,
+    region: RegionOption = None,
+    project: ProjectOption = None,
+    subscription: SubscriptionOption = None,
+    resource_group: ResourceGroupOption = None,
+    control_plane: ControlPlaneOption = None,
+    create_vpc: CreateVpcOption = False,
     yes: YesOption = False,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Create a pool; without --base-job-template it gets its type's default template."""
     parse_pool_type(pool_type, field="--type")
+    where = {
+        "--region": region,
+        "--project": project,
+        "--subscription": subscription,
+        "--resource-group": resource_group,
+        "--control-plane": control_plane,
+        "--create-vpc": create_vpc or None,
+    }
     if provision_infra:
         # --credential is the pool's (stored, for the control plane); provisioning runs with
         # the caller's default credentials.
-        options = ProvisionOptions(region=region, settings=parse_assignments(setting, "--setting"))
+        options = ProvisionOptions(
+            region=region,
+            project=project,
+            subscription=subscription,
+            resource_group=resource_group,
+            control_plane=control_plane,
+            create_vpc=create_vpc,
+            settings=parse_assignments(setting, "--setting"),
+        )
         new_pool = {
             "credentials": parse_assignments(credential, "--credential") or None,
             "paused": paused,
@@ -141,8 +188,9 @@ def create(
                 client, name, pool_type, options, dry_run=False, yes=yes, new_pool=new_pool
             )
         return
-    if region is not None:
-        raise InvalidInput("--region is for --provision-infra", field="--region")
+    for option, value in where.items():
+        if value is not None:
+            raise InvalidInput(f"{option} is for --provision-infra", field=option)
     body: dict[str, Any] = {
         "name": name,
         "type": pool_type,
@@ -253,11 +301,12 @@ def delete(name: NameArgument, yes: YesOption = False) -> None:
 def provision(
     name: NameArgument,
     pool_type: TypeOption,
-    region: Annotated[str | None, typer.Option(help="AWS region (ecs:push).")] = None,
-    create_vpc: Annotated[
-        bool,
-        typer.Option("--create-vpc", help="ecs:push: a new VPC instead of the default one."),
-    ] = False,
+    region: RegionOption = None,
+    project: ProjectOption = None,
+    subscription: SubscriptionOption = None,
+    resource_group: ResourceGroupOption = None,
+    control_plane: ControlPlaneOption = None,
+    create_vpc: CreateVpcOption = False,
     setting: SettingOption = None,
     credential: CallerCredentialOption = None,
     dry_run: Annotated[
@@ -265,11 +314,15 @@ def provision(
     ] = False,
     yes: YesOption = False,
 ) -> None:
-    """Create what a push pool needs in your cloud (registry, roles, cluster, network), with
-    your credentials, and point the pool's template at it; creates the pool if needed.
-    Running it again changes nothing."""
+    """Create what a push pool needs in your cloud (registry, roles or identities, cluster,
+    network), with your credentials, and point the pool's template at it; creates the pool if
+    needed. Running it again changes nothing."""
     options = ProvisionOptions(
         region=region,
+        project=project,
+        subscription=subscription,
+        resource_group=resource_group,
+        control_plane=control_plane,
         create_vpc=create_vpc,
         settings=parse_assignments(setting, "--setting"),
         credentials=parse_assignments(credential, "--credential") or None,

@@ -83,14 +83,18 @@ def provision(
         typer.echo(f"  {item.action.value:7} {item.step.kind} {item.step.name}: {resource_id}")
 
     records = base.apply(items, provisioner.context, progress=progress)
+    outputs = provisioner.context.outputs
     template, missing = base.with_defaults(pool.base_job_template, provisioner.context.defaults)
-    applied = {(r.kind, r.name) for r in records}
-    kept = [r for r in pool.provisioned_resources if (r.get("kind"), r.get("name")) not in applied]
+    previous = [base.Provisioned.from_json(r) for r in pool.provisioned_resources]
+    settings = {**pool.settings, **provisioner.pool_settings}
+    if outputs.get("image_repository"):
+        # Where `skylane deploy` pushes this pool's images unless told otherwise.
+        settings["image_repository"] = outputs["image_repository"]
     client.update_pool(
         name,
-        settings={**pool.settings, **provisioner.pool_settings},
+        settings=settings,
         base_job_template=template,
-        provisioned_resources=[*kept, *(r.to_json() for r in records)],
+        provisioned_resources=[r.to_json() for r in base.merge_records(previous, records)],
     )
     created = sum(1 for item in items if item.action == base.Action.CREATE)
     typer.echo(f"pool {name}: {created} created, {len(records) - created} already there")
@@ -100,11 +104,14 @@ def provision(
             title="template defaults set",
         )
     )
-    dispatcher = provisioner.context.outputs.get("dispatcher_role_arn")
+    if outputs.get("image_repository"):
+        typer.echo(f"images go to {outputs['image_repository']}")
+    dispatcher = outputs.get("dispatcher_credentials")
     if dispatcher:
+        assignments = " ".join(f"--credential {key}={value}" for key, value in dispatcher.items())
         typer.echo(
-            f"for least privilege, let the control plane assume {dispatcher}: "
-            f"skylane pool update {name} --credential role_arn={dispatcher}"
+            "for least privilege, let the control plane use the dispatcher identity created: "
+            f"skylane pool update {name} {assignments}"
         )
     if missing:
         output.print_warning(
@@ -118,9 +125,28 @@ def deprovision(
     """Delete what provisioning created for the pool (never what it adopted), newest first."""
     pool = client.get_pool(name)
     records = [base.Provisioned.from_json(r) for r in pool.provisioned_resources]
-    doomed = [r for r in records if r.created]
-    if not doomed:
+    if not any(r.created for r in records):
         typer.echo(f"pool {name}: skylane created nothing for it; nothing to remove")
+        return
+    # The pool's settings hold where it was provisioned (its region, an endpoint); its records
+    # say whether it got a VPC of its own, whose steps must be there to delete it.
+    options = ProvisionOptions(
+        settings=pool.settings,
+        credentials=credentials,
+        create_vpc=any(r.kind == "vpc" and r.created for r in records),
+    )
+    provisioner = provisioner_for(parse_pool_type(pool.type), name, options)
+    retained = {(s.kind, s.name) for s in provisioner.steps if base.is_retained(s)}
+    doomed = [r for r in records if r.created and (r.kind, r.name) not in retained]
+    kept = [r for r in records if r.created and (r.kind, r.name) in retained]
+    if kept:
+        typer.echo(
+            "left in place on purpose: "
+            + ", ".join(f"{r.kind} {r.name}" for r in kept)
+            + " (skylane never turns a cloud API off: that deletes everything of it)"
+        )
+    if not doomed:
+        typer.echo(f"pool {name}: nothing to remove")
         return
     output.show(
         output.table(
@@ -130,14 +156,6 @@ def deprovision(
         )
     )
     confirm(f"Delete these {len(doomed)} resources of pool {name}?", yes)
-    # The pool's settings hold where it was provisioned (its region, an endpoint); its records
-    # say whether it got a VPC of its own, whose steps must be there to delete it.
-    options = ProvisionOptions(
-        settings=pool.settings,
-        credentials=credentials,
-        create_vpc=any(r.kind == "vpc" and r.created for r in records),
-    )
-    provisioner = provisioner_for(parse_pool_type(pool.type), name, options)
     removed = base.deprovision(records, provisioner.steps, provisioner.context)
     gone = {(r.kind, r.name) for r in removed}
     client.update_pool(

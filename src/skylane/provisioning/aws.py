@@ -20,8 +20,9 @@ names, see `slug`):
    account root or a given principal), whose inline policy (`dispatcher_policy`) allows running
    tasks on this cluster, reading this log group and passing only the two roles above to ECS.
 
-Each step's `publish` sets `context.outputs` (ARNs, the repository URI as `image_registry`
-and `repository_uri`, ...) and `context.defaults`, keyed by the `ecs:push` template variables:
+Each step's `publish` sets `context.outputs` (ARNs, the registry host as `image_registry`, the
+repository URI as `repository_uri` and `image_repository`, the dispatcher role as
+`dispatcher_credentials`...) and `context.defaults`, keyed by the `ecs:push` template variables:
 `region`, `cluster`, `execution_role_arn`, `task_role_arn`, `vpc_id`, `network_configuration`
 (`subnets`, `securityGroups`, `assignPublicIp`), `configure_cloudwatch_logs` and
 `cloudwatch_logs_options`. A deployment on the pool then needs no job variable but `image`.
@@ -432,6 +433,7 @@ class EcrRepositoryStep(_AwsStep):
         )
         context.outputs["image_registry"] = self.aws.registry
         context.outputs["repository_uri"] = f"{self.aws.registry}/{self.name}"
+        context.outputs["image_repository"] = context.outputs["repository_uri"]
 
 
 # --- 2, 3, 7. IAM roles ---------------------------------------------------------------------
@@ -589,6 +591,8 @@ class IamRoleStep(_AwsStep):
         context.outputs[self.output] = arn
         if self.default:
             context.defaults[self.default] = arn
+        if self.output == "dispatcher_role_arn":
+            context.outputs["dispatcher_credentials"] = {"role_arn": arn}
 
 
 # --- 4. ECS cluster -------------------------------------------------------------------------

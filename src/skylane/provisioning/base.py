@@ -13,6 +13,13 @@ dependency order. Each step owns one cloud resource:
   `context.outputs` (an ARN, a registry URL...). Called for every step, created or not, so a
   plan of a fresh account can show every later step too.
 
+A step may set `retained = True`: what it creates is left in place by a rollback and by
+deprovision (an enabled Google Cloud API: disabling one deletes everything of it in the
+project, the user's own resources included). Its records are still kept, marked created.
+
+Resources that carry no tags (IAM bindings, Azure role assignments) cannot say they are
+skylane's; `merge_records` keeps such a record marked created when a re-run finds it again.
+
 `plan(steps, context)` asks every step and calls nothing that changes the cloud. `apply(plan,
 context)` carries a plan out in order; when a step fails, every resource created by this apply
 is deleted again in reverse order and `ProvisioningFailed` names the step and the cloud's
@@ -72,6 +79,7 @@ class Found:
 class Step(Protocol):
     kind: str
     name: str
+    # `retained: bool = True` (optional): never deleted by a rollback or deprovision.
 
     def find(self, context: Context) -> Found | None: ...
 
@@ -217,6 +225,8 @@ def _roll_back(
 ) -> tuple[list[Provisioned], list[Provisioned]]:
     rolled_back, left_behind = [], []
     for step, record in reversed(created):
+        if is_retained(step):
+            continue
         try:
             step.delete(context, record.resource_id)
             rolled_back.append(record)
@@ -237,6 +247,8 @@ def deprovision(
         if not record.created:
             continue
         step = by_key.get((record.kind, record.name))
+        if step is not None and is_retained(step):
+            continue
         if step is None:
             raise SkylaneError(
                 f"no provisioning step deletes {record.kind} {record.name}; remove "
@@ -245,6 +257,32 @@ def deprovision(
         step.delete(context, record.resource_id)
         removed.append(record)
     return removed
+
+
+def is_retained(step: Step) -> bool:
+    """Whether what `step` creates stays when skylane removes the pool's resources."""
+    return bool(getattr(step, "retained", False))
+
+
+def merge_records(
+    previous: Sequence[Provisioned], applied: Sequence[Provisioned]
+) -> list[Provisioned]:
+    """The pool's records after an apply: the applied ones, each still marked created when an
+    earlier apply created the same resource (an untaggable one is found again as if adopted),
+    and the earlier records of resources this apply did not touch."""
+    created_before = {(r.kind, r.name, r.resource_id) for r in previous if r.created}
+    merged = [
+        Provisioned(
+            r.kind,
+            r.name,
+            r.resource_id,
+            r.created or (r.kind, r.name, r.resource_id) in created_before,
+        )
+        for r in applied
+    ]
+    touched = {(r.kind, r.name) for r in applied}
+    kept = [r for r in previous if (r.kind, r.name) not in touched]
+    return [*kept, *merged]
 
 
 def with_defaults(

@@ -12,15 +12,23 @@ from skylane.pool_types import PoolType
 from skylane.provisioning.base import Context, Step
 
 # Pool types a provisioner exists for, and what the others are waiting on.
-SUPPORTED = ("ecs:push",)
+SUPPORTED = ("ecs:push", "cloud-run:push", "aci:push")
 
 
 @dataclass(frozen=True)
 class ProvisionOptions:
-    """What the command line says about where to provision: the cloud location, and the
-    pool's settings and credentials reference (an `endpoint_url` points the SDK elsewhere)."""
+    """What the command line says about where to provision: the cloud location (`region`;
+    Google's `project`; Azure's `subscription` and `resource_group`), who the control plane is
+    (`control_plane`: an AWS principal ARN allowed to assume the dispatcher role, a Google
+    member allowed to impersonate the dispatcher service account, an Entra object id given the
+    dispatcher role), and the pool's settings and the caller's credentials reference (an
+    `endpoint_url` points the SDK elsewhere)."""
 
     region: str | None = None
+    project: str | None = None
+    subscription: str | None = None
+    resource_group: str | None = None
+    control_plane: str | None = None
     create_vpc: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     credentials: dict[str, Any] | None = None
@@ -40,6 +48,14 @@ def provisioner_for(pool_type: PoolType, pool_name: str, options: ProvisionOptio
     """The provisioner of `pool_type`; InvalidInput naming `--type` when there is none yet."""
     if pool_type.push and pool_type.provider == "ecs":
         return _ecs(pool_name, options)
+    if pool_type.push and pool_type.provider == "cloud-run":
+        from skylane.provisioning import gcp
+
+        return gcp.cloud_run_provisioner(pool_name, options)
+    if pool_type.push and pool_type.provider == "aci":
+        from skylane.provisioning import azure
+
+        return azure.aci_provisioner(pool_name, options)
     raise InvalidInput(
         f"skylane cannot provision {pool_type.name} pools yet; it can provision "
         f"{', '.join(SUPPORTED)}",
@@ -57,7 +73,13 @@ def _ecs(pool_name: str, options: ProvisionOptions) -> Provisioner:
     clients = AwsClients(options.credentials, settings)
     region = clients.region()
     settings["region"] = region
-    steps = aws.ecs_steps(clients, pool_name, region=region, create_vpc=options.create_vpc)
+    steps = aws.ecs_steps(
+        clients,
+        pool_name,
+        region=region,
+        create_vpc=options.create_vpc,
+        dispatcher_principal=options.control_plane,
+    )
     return Provisioner(
         steps=steps,
         context=Context(pool=pool_name),
