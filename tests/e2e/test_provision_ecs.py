@@ -83,6 +83,10 @@ def test_provision_plans_applies_records_and_deprovisions(
     assert "--credential role_arn=arn:aws:iam::123456789012:role/skylane-aws-dispatcher" in applied
     pool = server.cli_json("pool", "inspect", "aws", "--output", "json")
     assert pool["credentials"] is None
+    # Where `skylane deploy` will push the pool's images.
+    assert pool["settings"]["image_repository"] == (
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/skylane-aws"
+    )
     records = pool["provisioned_resources"]
     kinds = {(r["kind"], r["name"]) for r in records}
     assert ("ecr-repository", "skylane-aws") in kinds and ("ecs-cluster", "skylane-aws") in kinds
@@ -134,10 +138,14 @@ def test_provision_plans_applies_records_and_deprovisions(
 
 
 def test_provisioning_a_type_without_a_provisioner_says_which_can(server: ServerProcess) -> None:
-    result = server.cli("pool", "provision", "gcp", "--type", "cloud-run:push", "--dry-run")
+    result = server.cli("pool", "provision", "local", "--type", "process:push", "--dry-run")
     assert result.returncode != 0
-    assert "cannot provision cloud-run:push pools yet" in result.stderr
-    assert "ecs:push" in result.stderr
+    assert "cannot provision process:push pools" in result.stderr
+    assert "ecs:push, cloud-run:push, aci:push" in result.stderr
+    # Where to provision only means something with --provision-infra.
+    plain = server.cli("pool", "create", "gcp", "--type", "cloud-run:push", "--project", "p")
+    assert plain.returncode != 0 and "--project is for --provision-infra" in plain.stderr
+    assert server.cli("pool", "inspect", "gcp").returncode != 0
 
 
 def test_pool_create_with_provision_infra_does_both_in_one_go(

@@ -45,7 +45,7 @@ class Provisioner:
 
 
 def provisioner_for(pool_type: PoolType, pool_name: str, options: ProvisionOptions) -> Provisioner:
-    """The provisioner of `pool_type`; InvalidInput naming `--type` when there is none yet."""
+    """The provisioner of `pool_type`; InvalidInput naming `--type` when there is none."""
     if pool_type.push and pool_type.provider == "ecs":
         return _ecs(pool_name, options)
     if pool_type.push and pool_type.provider == "cloud-run":
@@ -57,8 +57,7 @@ def provisioner_for(pool_type: PoolType, pool_name: str, options: ProvisionOptio
 
         return azure.aci_provisioner(pool_name, options)
     raise InvalidInput(
-        f"skylane cannot provision {pool_type.name} pools yet; it can provision "
-        f"{', '.join(SUPPORTED)}",
+        f"skylane cannot provision {pool_type.name} pools; it can provision {', '.join(SUPPORTED)}",
         field="--type",
     )
 
