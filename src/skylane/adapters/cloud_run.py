@@ -126,18 +126,28 @@ def _status_of(exc: Any) -> str:
     return str(getattr(code, "name", "") or "")
 
 
+POOL_CREDENTIALS = "the pool's credentials"
+
+
 def translate_error(
     exc: BaseException,
     *,
     action: str,
     resource: str,
     secrets: list[str] | tuple[str, ...] = (),
+    caller: str = POOL_CREDENTIALS,
+    service: str = "Cloud Run",
 ) -> ProviderError:
     """A google-api-core / google-auth / requests error as a skylane ProviderError, its message
-    scrubbed of `secrets`."""
+    scrubbed of `secrets`. `caller` names whose credentials made the call when they are not the
+    pool's (provisioning runs with the user's: a refusal then says to grant `caller` the
+    permission, `action` when Google names none); `service` the API called."""
     import requests
     from google.api_core import exceptions as gexc
     from google.auth import exceptions as auth_exc
+
+    own = caller == POOL_CREDENTIALS
+    refused = "the pool's Google Cloud credentials" if own else caller
 
     def make(cls: type[ProviderError], text: str, **extra: Any) -> ProviderError:
         details = {"action": action, **extra.pop("details", {})}
@@ -146,7 +156,7 @@ def translate_error(
     if isinstance(exc, requests.exceptions.Timeout | requests.exceptions.ConnectionError):
         return make(
             TransientProviderError,
-            f"Cloud Run did not answer {action} on {resource} ({type(exc).__name__}); the call "
+            f"{service} did not answer {action} on {resource} ({type(exc).__name__}); the call "
             "may have gone through",
             details={"ambiguous": True},
         )
@@ -154,7 +164,7 @@ def translate_error(
         return make(
             PermanentProviderError,
             f"no Google Cloud credentials for {action}: set up Application Default Credentials "
-            f"where the control plane runs ({exc})",
+            f"{'where the control plane runs' if own else 'where you run skylane'} ({exc})",
         )
     if isinstance(exc, auth_exc.TransportError):
         return make(
@@ -166,7 +176,7 @@ def translate_error(
         cls = TransientProviderError if getattr(exc, "retryable", False) else None
         return make(
             cls or PermanentProviderError,
-            f"the pool's Google Cloud credentials were refused for {action}: {exc}",
+            f"{refused} were refused for {action}: {exc}",
         )
     if not isinstance(exc, gexc.GoogleAPICallError):
         return make(TransientProviderError, f"{action} on {resource} failed: {exc}")
@@ -184,7 +194,7 @@ def translate_error(
         )
         return make(
             ThrottledError,
-            f"Cloud Run throttled {action} on {resource}: {message}",
+            f"{service} throttled {action} on {resource}: {message}",
             retry_after=retry_after,
             details=details,
         )
@@ -194,11 +204,12 @@ def translate_error(
         if permission:
             details["permission"] = permission
             text = (
-                f"the pool's credentials lack the permission {permission!r} for {action} on "
-                f"{resource}: {message}"
+                f"{caller} lack the permission {permission!r} for {action} on {resource}: {message}"
             )
         else:
-            text = f"the pool's credentials may not {action} on {resource}: {message}"
+            text = f"{caller} may not {action} on {resource}: {message}"
+        if not own:
+            text = f"{text}; grant {caller} {permission or action}"
         return make(PermanentProviderError, text, details=details)
     if isinstance(exc, gexc.NotFound):
         text = f"{resource} not found ({action}): {message}"
@@ -208,12 +219,12 @@ def translate_error(
     if isinstance(exc, gexc.ServerError | gexc.DeadlineExceeded | gexc.ServiceUnavailable):
         return make(
             TransientProviderError,
-            f"Cloud Run failed {action} on {resource}: {message}",
+            f"{service} failed {action} on {resource}: {message}",
             details={**details, "ambiguous": True},
         )
     return make(
         PermanentProviderError,
-        f"Cloud Run refused {action} on {resource}: {message}",
+        f"{service} refused {action} on {resource}: {message}",
         details=details,
     )
 

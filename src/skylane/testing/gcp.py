@@ -64,6 +64,17 @@ What it serves (`{parent}` is `projects/{project}/locations/{location}`):
 - `GET|DELETE /v2/{parent}/operations/{id}`, `GET /v2/{parent}/operations`;
 - `POST /v2/entries:list` (Cloud Logging v2 ListLogEntries, below).
 
+The same emulator also serves the platform APIs that provisioning a pool calls (see
+`skylane.testing.gcp_platform`): Service Usage v1 (get, enable, disable a service, and its
+operations), Artifact Registry v1 repositories, Resource Manager v3 project IAM policies (etags
+checked: a stale one is 409 ABORTED) on the same URL, and IAM Admin v1 (service accounts and
+their IAM policies) over gRPC at `emulator.iam_target`, a loopback port of its own. Every API
+is enabled in every project unless `platform_apis_enabled=False` or `disabled_apis` say
+otherwise; a call to a disabled API, Cloud Run's included, is 403 PERMISSION_DENIED with reason
+SERVICE_DISABLED. Faults and the request log cover these calls by their method names
+(CreateRepository, EnableService, SetIamPolicy, CreateServiceAccount...), gRPC ones under
+their REST path; `GET /emulator/platform` shows their state.
+
 Rules it enforces, as Cloud Run does: a job id is lowercase letters, digits and hyphens, starts
 with a letter, does not end with a hyphen, at most 63 characters (else 400 INVALID_ARGUMENT); a
 second job with the same id is 409 ALREADY_EXISTS; a job needs at least one container with an
@@ -177,7 +188,7 @@ Control API under `/emulator/` (never logged, never faulted):
   `{method, path, query, body, status, received_at, rpc, fault, dropped, response}`, in arrival
   order; `DELETE /emulator/requests` forgets them;
 - `POST /emulator/reset`: forget jobs, executions, operations, faults, configuration, log
-  entries and request log, and stop processes;
+  entries, request log and the platform APIs' state, and stop processes;
 - `GET /emulator/faults`, `POST /emulator/faults` (a fault object, a list or
   `{"faults": [...]}`, e.g. `{"kind": "error", "code": 429, "rpc": "CreateJob", "count": 2}`),
   `DELETE /emulator/faults`, `DELETE /emulator/faults/{id}`;
@@ -192,8 +203,9 @@ Control API under `/emulator/` (never logged, never faulted):
 
 Standalone: `python -m skylane.testing.gcp --port N [--host H] [--start-seconds S]
 [--run-seconds S] [--outcome succeeded|failed|manual] [--forbidden-project P]...
-[--run-containers] [--workdir DIR] [--secret NAME=VALUE]...` prints the URL on the first line
-of stdout, then serves until SIGINT or SIGTERM (and stops its processes).
+[--run-containers] [--workdir DIR] [--secret NAME=VALUE]... [--platform-apis-disabled]` prints
+the URL on the first line of stdout and `iam_endpoint=HOST:PORT` (the IAM gRPC target) on the
+second, then serves until SIGINT or SIGTERM (and stops its processes).
 """
 
 from __future__ import annotations
@@ -230,6 +242,12 @@ from skylane.testing.emulator_base import (
     start_failure,
 )
 from skylane.testing.emulator_base import timestamp as _timestamp
+from skylane.testing.gcp_platform import (
+    RUN_API,
+    STATUS_NAMES,
+    ApiError,
+    GooglePlatformEmulator,
+)
 from skylane.testing.local_http import json_or_none, serve_until_signalled
 from skylane.testing.logging_filter import SEVERITIES, FilterError, parse_filter
 
@@ -244,21 +262,6 @@ EXECUTION_TYPE = "type.googleapis.com/google.cloud.run.v2.Execution"
 CREATOR = "skylane-emulator@example.com"
 PROJECT_NUMBER = "123456789012"
 
-# Canonical error statuses by HTTP code (google.rpc.Code over HTTP, as Google APIs map them).
-STATUS_NAMES: dict[int, str] = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    412: "FAILED_PRECONDITION",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
 DEFAULT_MESSAGES: dict[int, str] = {
     403: "The caller does not have permission",
     500: "Internal error encountered.",
@@ -329,29 +332,6 @@ _JOB_INPUT_FIELDS = (
     "startExecutionToken",
     "runExecutionToken",
 )
-
-
-class ApiError(Exception):
-    """An error answered the way Google APIs answer them over REST."""
-
-    def __init__(
-        self,
-        code: int,
-        message: str,
-        status: str | None = None,
-        details: Sequence[Mapping[str, Any]] = (),
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status or STATUS_NAMES.get(code, "UNKNOWN")
-        self.details = [dict(d) for d in details]
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message, "status": self.status}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
 
 
 @dataclass
@@ -536,7 +516,7 @@ class _Operation:
 # -- the emulator --------------------------------------------------------------------------
 
 
-class CloudRunEmulator(EmulatorBase):
+class CloudRunEmulator(GooglePlatformEmulator):
     """A Cloud Run Admin API v2 emulator serving on `host`:`port` (a free port by default) from
     background threads. Use as a context manager (`with CloudRunEmulator() as emulator:
     emulator.url`) or with `start()`/`stop()`. State, configuration, faults and the request log
@@ -552,7 +532,12 @@ class CloudRunEmulator(EmulatorBase):
     "succeeded" as a local process (`command` + `args`, in `workdir`, `python`/`python3` meaning
     `python`), its env values and `secrets` (Secret Manager values by the name the job gives,
     `"NAME:VERSION"` looked up before `"NAME"`) in its environment; stopping one sends SIGTERM to
-    its process group and SIGKILL `stop_grace_seconds` later. It needs the real clock."""
+    its process group and SIGKILL `stop_grace_seconds` later. It needs the real clock.
+
+    The platform APIs (`skylane.testing.gcp_platform`): `platform_apis_enabled` (default True:
+    every API enabled in every project), `disabled_apis` (project -> APIs disabled there) and
+    `api_propagation_seconds` (how long an API enabled through Service Usage still refuses
+    calls); the IAM Admin gRPC server is at `iam_target` while the emulator runs."""
 
     thread_name = "cloud-run-emulator"
     call_field = "rpc"
@@ -578,6 +563,9 @@ class CloudRunEmulator(EmulatorBase):
         python: str = sys.executable,
         secrets: Mapping[str, str] | None = None,
         stop_grace_seconds: float = 3.0,
+        platform_apis_enabled: bool = True,
+        disabled_apis: Mapping[str, Iterable[str]] | None = None,
+        api_propagation_seconds: float = 0.0,
     ) -> None:
         EmulatorBase.__init__(self, host, port, verbose=verbose)
         check_process_options(run_containers, clock, workdir, stop_grace_seconds)
@@ -588,6 +576,11 @@ class CloudRunEmulator(EmulatorBase):
         self.operations_track_executions = operations_track_executions
         self._initial_forbidden = tuple(forbidden_projects)
         self._rng = random.Random()
+        self._init_platform_options(
+            apis_enabled=platform_apis_enabled,
+            disabled_apis=disabled_apis,
+            api_propagation_seconds=api_propagation_seconds,
+        )
         self._init_state()
 
     def _init_state(self) -> None:
@@ -601,6 +594,7 @@ class CloudRunEmulator(EmulatorBase):
             self._faults: list[Fault] = []
             self._requests: list[ReceivedRequest] = []
             self._log_entries: list[_LogEntry] = []
+            self._init_platform_state()
             for project in self._initial_forbidden:
                 self.forbid_project(project)
 
@@ -1123,6 +1117,8 @@ class CloudRunEmulator(EmulatorBase):
         received_at = self._clock()
         body_json = json_or_none(body)
         rpc, params = route_call(ROUTES, method, path)
+        if rpc is None and self._serve_platform(handler, body):
+            return  # Service Usage, Artifact Registry, Resource Manager (gcp_platform)
         fault = self._decide(rpc, method, path)
 
         record = self._request_log(
@@ -1167,6 +1163,7 @@ class CloudRunEmulator(EmulatorBase):
             now = self._clock()
             if rpc == "ListLogEntries":
                 return self._list_log_entries(body, now)
+            self._require_api(params["project"], RUN_API)
             parent = f"projects/{params['project']}/locations/{params['location']}"
             validate_only = query.get("validateOnly", "").lower() == "true"
             if rpc == "CreateJob":
@@ -1264,6 +1261,7 @@ class CloudRunEmulator(EmulatorBase):
         name = f"{parent}/jobs/{job_id}"
         spec = {key: copy.deepcopy(body[key]) for key in _JOB_INPUT_FIELDS if key in body}
         spec["template"] = _job_template(spec.get("template"))
+        self._check_run_service_account(spec["template"])
         token = spec.get("startExecutionToken") or spec.get("runExecutionToken")
         if token is not None:
             if not EXECUTION_TOKEN.match(token):
@@ -1595,7 +1593,7 @@ class CloudRunEmulator(EmulatorBase):
             if not isinstance(payload, Mapping) or not {"execution", "text"} <= set(payload):
                 return 400, {"error": 'the body must be {"execution": ..., "text": ...}'}
             return 200, self.write_log(**payload)
-        return None
+        return self._platform_control(method, route)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -1889,6 +1887,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="a Secret Manager value for secretKeyRef env (NAME or NAME:VERSION; repeatable)",
     )
+    parser.add_argument(
+        "--platform-apis-disabled",
+        action="store_true",
+        help="start every project with no API enabled, as a new Google Cloud project",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
     secrets: dict[str, str] = {}
@@ -1910,8 +1913,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_containers=args.run_containers,
         workdir=args.workdir,
         secrets=secrets,
+        platform_apis_enabled=not args.platform_apis_disabled,
     )
-    return serve_until_signalled(emulator)
+    # The URL first (what readers of the first line rely on), then the IAM gRPC target.
+    return serve_until_signalled(emulator, details=lambda: [f"iam_endpoint={emulator.iam_target}"])
 
 
 if __name__ == "__main__":
