@@ -146,27 +146,29 @@ echo "run $RUN_ID $STATE"
 step "skylane pool deprovision aws --yes   (removes what provisioning created; the default VPC it adopted stays)"
 "$BIN/skylane" pool deprovision aws --yes
 
-step "the Cloud Run emulator (python -m skylane.testing.gcp --run-containers): a local Cloud Run"
-# It runs each job's command as a local process in this directory, in place of the image.
+step "the Cloud Run emulator (python -m skylane.testing.gcp --run-containers --platform-apis-disabled): a local Google Cloud project"
+# It runs each job's command as a local process in this directory, in place of the image; the
+# project's APIs start disabled, as in a new project, so provisioning has to enable them.
 "$BIN/python" -m skylane.testing.gcp --port 0 --start-seconds 0.5 --run-containers \
-    --workdir "$PWD" >"$WORK/gcp.out" 2>"$WORK/gcp.log" &
+    --platform-apis-disabled --workdir "$PWD" >"$WORK/gcp.out" 2>"$WORK/gcp.log" &
 GCP_PID=$!
-GCP_URL=""
+GCP_IAM=""
 for _ in $(seq 1 100); do
-    GCP_URL="$(head -n 1 "$WORK/gcp.out" 2>/dev/null || true)"
-    [ -n "$GCP_URL" ] && break
+    GCP_IAM="$(sed -n 's/^iam_endpoint=//p' "$WORK/gcp.out" 2>/dev/null || true)"
+    [ -n "$GCP_IAM" ] && break
     kill -0 "$GCP_PID" 2>/dev/null || { cat "$WORK/gcp.log"; exit 1; }
     sleep 0.1
 done
-echo "Cloud Run Admin API v2 and Cloud Logging at $GCP_URL"
+GCP_URL="$(head -n 1 "$WORK/gcp.out")"
+echo "Cloud Run, Cloud Logging, Service Usage, Artifact Registry, Resource Manager at $GCP_URL; IAM (gRPC) at $GCP_IAM"
 
-step "skylane pool create gcp --type cloud-run:push --setting project=demo-project --setting region=europe-west1 --setting endpoint_url=$GCP_URL"
-"$BIN/skylane" pool create gcp --type cloud-run:push --setting project=demo-project \
-    --setting region=europe-west1 --setting "endpoint_url=$GCP_URL"
+step "skylane pool provision gcp --type cloud-run:push --project demo-project --region europe-west1 --setting endpoint_url=... --setting iam_endpoint=... --yes   (APIs, registry, service accounts, IAM bindings)"
+"$BIN/skylane" pool provision gcp --type cloud-run:push --project demo-project \
+    --region europe-west1 --setting "endpoint_url=$GCP_URL" --setting "iam_endpoint=$GCP_IAM" --yes
 
-step "skylane deployment create cloudrun --entrypoint examples/flows/hello.py:hello --pool gcp --image ..."
+step "skylane deployment create cloudrun --entrypoint examples/flows/hello.py:hello --pool gcp --image ...   (no other job variable needed)"
 "$BIN/skylane" deployment create cloudrun --entrypoint examples/flows/hello.py:hello --pool gcp \
-    --image europe-west1-docker.pkg.dev/demo-project/flows/hello:demo --job-variable memory=1Gi
+    --image europe-west1-docker.pkg.dev/demo-project/skylane-gcp/hello:demo
 
 step "skylane deployment render hello/cloudrun   (the exact CreateJob request a run sends)"
 "$BIN/skylane" deployment render hello/cloudrun --param name=cloud-run
@@ -185,9 +187,12 @@ calls = httpx.get(url + "/emulator/requests").json()
 seen = {}
 for call in calls:
     seen[call["rpc"]] = seen.get(call["rpc"], 0) + 1
-print("calls Cloud Run received:", ", ".join(f"{rpc} x{n}" for rpc, n in seen.items()))
+print("calls the Google emulator received:", ", ".join(f"{rpc} x{n}" for rpc, n in seen.items()))
 print("jobs left:", httpx.get(url + "/emulator/").json()["jobs"])
 PY
+
+step "skylane pool deprovision gcp --yes   (removes the registry, accounts and bindings; the APIs stay on)"
+"$BIN/skylane" pool deprovision gcp --yes
 
 step "the ARM emulator (python -m skylane.testing.azure --run-containers): a local Azure Container Instances, over TLS"
 "$BIN/python" -m skylane.testing.azure --port 0 --provision-seconds 0.5 --run-containers \
