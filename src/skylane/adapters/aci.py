@@ -123,9 +123,13 @@ def translate_error(
     action: str,
     resource: str,
     secrets: list[str] | tuple[str, ...] = (),
+    caller: str | None = None,
 ) -> ProviderError:
     """An azure-core / azure-identity error as a skylane ProviderError, its message scrubbed of
-    `secrets`. `action` is the Azure permission the call needs."""
+    `secrets`. `action` is the Azure permission the call needs. `caller` names whose
+    credentials made the call when they are not the control plane's (provisioning runs with
+    the user's, e.g. "your Azure credentials"): 401, 403 and missing-credential messages then
+    speak of them."""
     from azure.core import exceptions as az
 
     def make(cls: type[ProviderError], text: str, **extra: Any) -> ProviderError:
@@ -151,6 +155,13 @@ def translate_error(
     if code:
         details["code"] = code
     said = f"{code}: {message}" if code else message
+    if status is None and caller is not None:
+        return make(
+            PermanentProviderError,
+            f"no Azure credentials for {action}: {caller} could not get a token; log in (az "
+            "login), or set up environment credentials, a workload identity or a managed "
+            f"identity where this command runs ({exc})",
+        )
     if status is None:
         # A credential that could not get a token (azure-identity raises this class too).
         return make(
@@ -179,10 +190,23 @@ def translate_error(
             f"the region has no capacity for {resource} right now: {said}",
             details=details,
         )
+    if status == 401 and caller is not None:
+        return make(
+            PermanentProviderError,
+            f"Azure refused {caller} for {action}: {said}",
+            details=details,
+        )
     if status == 401:
         return make(
             PermanentProviderError,
             f"Azure refused the control plane's credentials for {action}: {said}",
+            details=details,
+        )
+    if status == 403 and caller is not None:
+        return make(
+            PermanentProviderError,
+            f"{action} on {resource} was denied: grant {caller} {action} (a role with this "
+            f"permission on the subscription or resource group): {said}",
             details=details,
         )
     if status == 403:
@@ -267,7 +291,7 @@ def _event_messages(view: Any) -> list[str]:
     return messages
 
 
-class _LoopbackCredential:
+class LoopbackCredential:
     """The token a local emulator gets: only ever used for an endpoint on loopback."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
@@ -276,7 +300,8 @@ class _LoopbackCredential:
         return AccessToken("skylane-local-emulator", int(time.time()) + 3600)
 
 
-def _is_loopback(url: str) -> bool:
+def is_loopback(url: str) -> bool:
+    """Whether `url`'s host is this machine's loopback interface (a local emulator)."""
     host = urlparse(url).hostname or ""
     if host == "localhost":
         return True
@@ -315,8 +340,8 @@ class AciAdapter(CloudAdapter):
         return (self.setting("endpoint_url", ENDPOINT_VARIABLE) or DEFAULT_ENDPOINT).rstrip("/")
 
     def _load_credential(self) -> Any:
-        if _is_loopback(self.endpoint_url):
-            return _LoopbackCredential()
+        if is_loopback(self.endpoint_url):
+            return LoopbackCredential()
         from azure.identity import DefaultAzureCredential
 
         client_id = (self.pool.credentials or {}).get("managed_identity_client_id")
@@ -692,4 +717,11 @@ def _parse_timestamp(text: str) -> datetime | None:
         return None
 
 
-__all__ = ["AciAdapter", "group_state", "parse_ref", "translate_error"]
+__all__ = [
+    "AciAdapter",
+    "LoopbackCredential",
+    "group_state",
+    "is_loopback",
+    "parse_ref",
+    "translate_error",
+]

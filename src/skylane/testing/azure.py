@@ -79,10 +79,11 @@ fixed segments of the path and the resource group name are case-insensitive, as 
   operations/{id}` (`operations.get`): `{"id", "name", "status": "Creating" | "Succeeded" |
   "Failed" | "Canceled", "startTime", "endTime"?, "error"?: {"code", "message"}}`.
 
-With `resource_groups=[...]`, only those resource groups exist: every call on another is 404
-`ResourceGroupNotFound` ("Resource group 'X' could not be found."). Errors are
-`{"error": {"code", "message"}}`; a missing group is 404 `ResourceNotFound` ("The Resource
-'Microsoft.ContainerInstance/containerGroups/NAME' under resource group 'RG' was not found. ...").
+With `resource_groups=[...]`, only those resource groups (and those created through the API)
+exist: every call on another is 404 `ResourceGroupNotFound` ("Resource group 'X' could not be
+found."). Errors are `{"error": {"code", "message"}}`; a missing group is 404
+`ResourceNotFound` ("The Resource 'Microsoft.ContainerInstance/containerGroups/NAME' under
+resource group 'RG' was not found. ...").
 
 Validation of a PUT, as ACI does (400; the message names the property): the name is 1-63
 lowercase letters, digits and single hyphens, neither first nor last
@@ -187,6 +188,17 @@ probes, IP addresses and init containers are stored and echoed, never acted on; 
 or quota is checked unless a fault says so; error codes for the rarer validation failures are
 the emulator's best guess.
 
+Provisioning's resources (`skylane.testing.azure_resources`, which documents them): the same
+emulator also serves resource groups (`resourceGroups.*`, `operationResults.get`), container
+registries (`registries.*`), user-assigned identities (`userAssignedIdentities.*`), role
+definitions (`roleDefinitions.*`) and role assignments (`roleAssignments.*`), through the same
+checks, faults and request log; read and seed them with `resource_group()`, `registries()`,
+`identities()`, `role_definitions()`, `role_assignments()`, `add_resource_group()`,
+`add_registry()`, `add_identity()` and `add_role_assignment()`. A resource group created through
+the API exists for container groups too (with `resource_groups=[...]` as well); deleting it
+deletes its container groups. A container group naming a user-assigned identity that does not
+exist in such a resource group is refused (400 `FailedIdentityOperation`).
+
 Standalone: `python -m skylane.testing.azure [--host H] [--port N] [--no-tls] [--cert-dir DIR]
 [--run-containers] [--workdir DIR] [--provision-seconds S] [--run-seconds S]` prints its URL on
 the first line of stdout and the CA bundle's path on the second (with TLS), then serves until
@@ -215,6 +227,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 from urllib.parse import quote
 
+from skylane.testing.azure_resources import ACTIONS as RESOURCE_ACTIONS
+from skylane.testing.azure_resources import OPERATIONS as RESOURCE_OPERATIONS
+from skylane.testing.azure_resources import ROUTES as RESOURCE_ROUTES
+from skylane.testing.azure_resources import ArmError, ArmResourcesMixin
 from skylane.testing.container_processes import (
     LocalContainerProcess,
     Stream,
@@ -261,6 +277,7 @@ OPERATIONS: tuple[str, ...] = (
     "containerGroups.listByResourceGroup",
     "containers.listLogs",
     "operations.get",
+    *RESOURCE_OPERATIONS,
 )
 # The RBAC action each operation needs (named in 403 AuthorizationFailed).
 ACTIONS: dict[str, str] = {
@@ -272,6 +289,7 @@ ACTIONS: dict[str, str] = {
     "containerGroups.listByResourceGroup": f"{GROUP_TYPE}/read",
     "containers.listLogs": f"{GROUP_TYPE}/containers/logs/read",
     "operations.get": f"{PROVIDER}/locations/operations/read",
+    **RESOURCE_ACTIONS,
 }
 
 _SUB = r"^/subscriptions/(?P<subscription>[^/]+)"
@@ -305,6 +323,7 @@ ROUTES: list[tuple[re.Pattern[str], dict[str, str]]] = [
         ),
         {"GET": "operations.get"},
     ),
+    *RESOURCE_ROUTES,
 ]
 
 # 1-63 lowercase letters, digits and single hyphens, neither first nor last.
@@ -327,22 +346,6 @@ SUBNET_ID = re.compile(
 # The names the emulator's certificate is valid for (and the host it listens on, if another).
 CERTIFICATE_HOSTS = ("127.0.0.1", "localhost", "::1")
 _UNSET: Any = object()
-
-
-class ArmError(Exception):
-    """An error answered the way Azure Resource Manager answers them."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
 
 
 def _required(name: str, path: str) -> ArmError:
@@ -586,7 +589,7 @@ class _Operation:
 # -- the emulator ----------------------------------------------------------------------------
 
 
-class AciEmulator(EmulatorBase):
+class AciEmulator(ArmResourcesMixin, EmulatorBase):
     """An emulator of ARM's container group calls serving on `host`:`port` (a free port by
     default) from background threads, over HTTPS with a certificate of its own (`ca_bundle`
     names the CA a client trusts; written to `cert_dir`, by default a temporary directory) or
@@ -595,10 +598,11 @@ class AciEmulator(EmulatorBase):
 
     `provision_seconds`, `run_seconds`, `exit_code`, `provision_error` and `hold` are the
     default `GroupPlan`; `resource_groups`, when given, are the only resource groups that
-    exist (any case); `list_page_size` groups make a page of a list; `clock` gives the time
-    states are computed from (`time.time` by default). `run_containers` runs each group's first
-    container's command as a local process (in `workdir`, `python`/`python3` meaning `python`),
-    stopped with SIGTERM then SIGKILL `stop_grace_seconds` later; it needs the real clock."""
+    exist (any case) besides those created through the API; `list_page_size` groups make a
+    page of a list; `clock` gives the time states are computed from (`time.time` by default).
+    `run_containers` runs each group's first container's command as a local process (in
+    `workdir`, `python`/`python3` meaning `python`), stopped with SIGTERM then SIGKILL
+    `stop_grace_seconds` later; it needs the real clock."""
 
     thread_name = "aci-emulator"
     call_field = "operation"
@@ -670,6 +674,7 @@ class AciEmulator(EmulatorBase):
             self._operations: dict[str, _Operation] = {}
             self._faults: list[Fault] = []
             self._requests: list[ReceivedRequest] = []
+            self._arm = self._new_resources(TENANT_ID, self._drop_resource_group)
 
     # -- plans ----------------------------------------------------------------------------
 
@@ -1096,7 +1101,8 @@ class AciEmulator(EmulatorBase):
                     404,
                     "NotFound",
                     f"The emulator serves no {method} {path} (Microsoft.ContainerInstance "
-                    "container groups, their logs and operations only).",
+                    "container groups, their logs and operations, and what "
+                    "skylane.testing.azure_resources lists, only).",
                 )
             if_none_match = handler.headers.get("If-None-Match", "").strip()
             status, answer, extra = self._call(
@@ -1120,6 +1126,8 @@ class AciEmulator(EmulatorBase):
     ) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
             now = self._clock()
+            if operation in RESOURCE_OPERATIONS:
+                return self._arm.call(operation, params, query, raw_body, body, base)
             subscription = params["subscription"]
             if operation == "operations.get":
                 op = self._operations.get(params["operation"])
@@ -1141,6 +1149,7 @@ class AciEmulator(EmulatorBase):
             if (
                 self.resource_groups is not None
                 and resource_group.lower() not in self.resource_groups
+                and not self._arm.has_resource_group(subscription, resource_group)
             ):
                 raise ArmError(
                     404,
@@ -1201,6 +1210,7 @@ class AciEmulator(EmulatorBase):
                 "'[a-z0-9]([-a-z0-9]*[a-z0-9])?' (e.g. 'my-name').",
             )
         spec = _validate_group(name, body)
+        self._arm.check_group_identities(spec.get("identity"))
         existing = self._groups.get(key)
         if existing is not None:
             if if_none_match == "*":
@@ -1272,6 +1282,14 @@ class AciEmulator(EmulatorBase):
         self._terminate(group.process)
         group.runs_container = False
         return view
+
+    def _drop_resource_group(self, subscription: str, resource_group: str) -> None:
+        """Delete the container groups of a resource group deleted through the API."""
+        now = self._clock()
+        where = (subscription.lower(), resource_group.lower())
+        for group in list(self._groups.values()):
+            if (group.subscription.lower(), group.resource_group.lower()) == where:
+                self._delete(group, now)
 
     def _stop_group(self, group: _Group, now: float) -> None:
         phase = group.phase(now)
@@ -2043,7 +2061,12 @@ def write_certificates(
 
 
 class _Handler(EmulatorHandler):
+    # `resourceGroups.checkExistence`; its answer has no body.
+    do_HEAD = EmulatorHandler.do_GET
+
     def reply(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
+        if self.command == "HEAD":
+            answer = None
         payload = b"" if answer is None else json.dumps(answer).encode()
         sent: list[tuple[str, str]] = []
         if answer is not None:
