@@ -97,9 +97,36 @@ def gcp() -> Iterator[Cloud]:
         yield Cloud("cloud-run:push", options, calls)
 
 
+@contextlib.contextmanager
+def azure() -> Iterator[Cloud]:
+    from skylane.testing.azure import AciEmulator
+    from skylane.testing.azure_resources import MUTATING
+
+    # Long-running creates and deletes (groups, registries) take 0.2 s, polled every 0.1 s.
+    with AciEmulator(resource_groups=[]) as emulator:
+        emulator.configure_resources(operation_seconds=0.2)
+
+        def calls() -> Counter[str]:
+            return Counter(
+                "change" if r.operation in MUTATING else "read" for r in emulator.requests()
+            )
+
+        options = ProvisionOptions(
+            region="westeurope",
+            subscription="00000000-0000-4000-8000-0000000be7c4",
+            settings={
+                "endpoint_url": emulator.url,
+                "ca_bundle": emulator.ca_bundle,
+                "lro_poll_seconds": 0.1,
+            },
+        )
+        yield Cloud("aci:push", options, calls)
+
+
 CLOUDS: dict[str, Callable[[], contextlib.AbstractContextManager[Cloud]]] = {
     "aws": aws,
     "gcp": gcp,
+    "azure": azure,
 }
 
 

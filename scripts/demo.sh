@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make demo`: a server on a temporary SQLite database, a process:push pool, the example flow
-# deployed and run to COMPLETED with its own log lines, on a schedule too; then pushed to ECS
-# (moto), Cloud Run and ACI (skylane's local emulators); then everything is stopped and removed.
+# deployed and run to COMPLETED with its own log lines, on a schedule too; then an ECS (moto),
+# a Cloud Run and an ACI pool (skylane's local emulators) provisioned with `pool provision`, a
+# run pushed to each, and each deprovisioned; then everything is stopped and removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$PWD/.venv/bin"
@@ -194,7 +195,7 @@ PY
 step "skylane pool deprovision gcp --yes   (removes the registry, accounts and bindings; the APIs stay on)"
 "$BIN/skylane" pool deprovision gcp --yes
 
-step "the ARM emulator (python -m skylane.testing.azure --run-containers): a local Azure Container Instances, over TLS"
+step "the ARM emulator (python -m skylane.testing.azure --run-containers): a local Azure Resource Manager, over TLS"
 "$BIN/python" -m skylane.testing.azure --port 0 --provision-seconds 0.5 --run-containers \
     --workdir "$PWD" >"$WORK/azure.out" 2>"$WORK/azure.log" &
 AZURE_PID=$!
@@ -206,17 +207,18 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 AZURE_URL="$(head -n 1 "$WORK/azure.out")"
-echo "Azure Resource Manager (container groups) at $AZURE_URL, its CA in $AZURE_CA"
+echo "Azure Resource Manager (resource groups, registries, identities, roles, container groups) at $AZURE_URL, its CA in $AZURE_CA"
 
-step "skylane pool create azure --type aci:push --setting subscription_id=... --setting resource_group_name=flows --setting location=westeurope --setting endpoint_url=$AZURE_URL --setting ca_bundle=..."
-"$BIN/skylane" pool create azure --type aci:push \
-    --setting subscription_id=00000000-0000-4000-8000-00000000de70 \
-    --setting resource_group_name=flows --setting location=westeurope \
-    --setting "endpoint_url=$AZURE_URL" --setting "ca_bundle=$AZURE_CA"
+step "skylane pool provision azure --type aci:push --subscription ... --region westeurope --setting endpoint_url=... --setting ca_bundle=... --yes   (resource group, registry, identities, roles)"
+"$BIN/skylane" pool provision azure --type aci:push \
+    --subscription 00000000-0000-4000-8000-00000000de70 --region westeurope \
+    --setting "endpoint_url=$AZURE_URL" --setting "ca_bundle=$AZURE_CA" \
+    --setting lro_poll_seconds=0.2 --yes
+ACR="$("$BIN/skylane" pool inspect azure --output json | "$BIN/python" -c 'import json, sys; print(json.load(sys.stdin)["settings"]["image_repository"])')"
 
-step "skylane deployment create aci --entrypoint examples/flows/hello.py:hello --pool azure --image ... --job-variable secure_env.GREETING_SECRET.env=DEMO_GREETING_SECRET"
+step "skylane deployment create aci --entrypoint examples/flows/hello.py:hello --pool azure --image $ACR/hello:demo --job-variable secure_env.GREETING_SECRET.env=DEMO_GREETING_SECRET"
 "$BIN/skylane" deployment create aci --entrypoint examples/flows/hello.py:hello --pool azure \
-    --image flowsdemo.azurecr.io/hello:demo --job-variable memory=1 \
+    --image "$ACR/hello:demo" --job-variable memory=1 \
     --job-variable secure_env.GREETING_SECRET.env=DEMO_GREETING_SECRET
 
 step "skylane deployment render hello/aci   (the exact container group PUT a run sends; secure values masked)"
@@ -241,4 +243,7 @@ print("calls ARM received:", ", ".join(f"{op} x{n}" for op, n in seen.items()))
 print("container groups left:", httpx.get(url + "/emulator/", verify=ca).json()["groups"])
 PY
 
-step "done: a local run and a scheduled run COMPLETED, a run was pushed to ECS (moto), one ran on Cloud Run and one on ACI (emulators); stopping"
+step "skylane pool deprovision azure --yes   (its resource group, and everything in it, goes)"
+"$BIN/skylane" pool deprovision azure --yes
+
+step "done: a local run and a scheduled run COMPLETED; an ECS, a Cloud Run and an ACI pool were provisioned, a run was pushed to ECS (moto), one ran on Cloud Run and one on ACI (emulators), and all three pools were deprovisioned; stopping"
