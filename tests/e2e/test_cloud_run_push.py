@@ -6,6 +6,7 @@ emulator's Cloud Logging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import Counter
@@ -72,17 +73,34 @@ def emulator(workdir: Path) -> Iterator[CloudRunEmulator]:
         yield started
 
 
-@pytest.fixture(params=DATABASES)
-def gcp_project(
-    request: pytest.FixtureRequest, tmp_path: Path, workdir: Path, emulator: CloudRunEmulator
+@contextlib.contextmanager
+def control_plane(
+    url: str, tmp_path: Path, workdir: Path, emulator: CloudRunEmulator
 ) -> Iterator[ServerProcess]:
     """A server with a `cloud-run:push` pool `gcp` on the emulator and a deployment
     `etl/nightly`."""
-    with running_server(
-        database_url(request, tmp_path), workdir=workdir, home=tmp_path / "home", settings=SETTINGS
-    ) as server:
+    with running_server(url, workdir=workdir, home=tmp_path / "home", settings=SETTINGS) as server:
         create_pool(server, emulator)
         create_deployment(server)
+        yield server
+
+
+@pytest.fixture
+def gcp_project(
+    tmp_path: Path, workdir: Path, emulator: CloudRunEmulator
+) -> Iterator[ServerProcess]:
+    """The control plane on SQLite: what these tests check is the adapter's, not the store's."""
+    url = f"sqlite:///{tmp_path / 'skylane.db'}"
+    with control_plane(url, tmp_path, workdir, emulator) as server:
+        yield server
+
+
+@pytest.fixture(params=DATABASES)
+def gcp_project_each_db(
+    request: pytest.FixtureRequest, tmp_path: Path, workdir: Path, emulator: CloudRunEmulator
+) -> Iterator[ServerProcess]:
+    """The control plane on each database."""
+    with control_plane(database_url(request, tmp_path), tmp_path, workdir, emulator) as server:
         yield server
 
 
@@ -145,16 +163,16 @@ def job_env(body: dict[str, Any]) -> dict[str, str]:
 
 
 def test_a_run_becomes_one_cloud_run_job_runs_to_completed_and_the_job_is_deleted(
-    gcp_project: ServerProcess, emulator: CloudRunEmulator
+    gcp_project_each_db: ServerProcess, emulator: CloudRunEmulator
 ) -> None:
-    watched = gcp_project.cli(
+    watched = gcp_project_each_db.cli(
         "deployment", "run", "etl/nightly", "--param", "day=monday", "--watch"
     )
 
-    assert watched.returncode == 0, watched.stdout + watched.stderr + gcp_project.log_tail()
+    assert watched.returncode == 0, watched.stdout + watched.stderr + gcp_project_each_db.log_tail()
     assert "etl for monday" in watched.stdout and "COMPLETED" in watched.stdout
     run_id = UUID_RE.search(watched.stdout).group(0)
-    run = gcp_project.cli_json("run", "inspect", run_id)
+    run = gcp_project_each_db.cli_json("run", "inspect", run_id)
     assert [h["state"] for h in run["history"]] == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]
     [attempt] = run["attempts"]
 
@@ -203,21 +221,21 @@ def test_an_execution_that_fails_before_reporting_crashes_the_run_and_logs_come_
 
 
 def test_cancel_cancels_the_execution_stops_the_process_and_deletes_the_job(
-    gcp_project: ServerProcess, emulator: CloudRunEmulator
+    gcp_project_each_db: ServerProcess, emulator: CloudRunEmulator
 ) -> None:
-    run_id = start_run(gcp_project, "--param", "seconds=120")
-    gcp_project.wait_for_state(run_id, {"RUNNING"})
+    run_id = start_run(gcp_project_each_db, "--param", "seconds=120")
+    gcp_project_each_db.wait_for_state(run_id, {"RUNNING"})
     assert live_processes(emulator) == 1  # the flow is sleeping inside its "container"
 
-    gcp_project.cli("run", "cancel", run_id, check=True)
+    gcp_project_each_db.cli("run", "cancel", run_id, check=True)
 
-    run = gcp_project.wait_for_state(run_id, TERMINAL)
+    run = gcp_project_each_db.wait_for_state(run_id, TERMINAL)
     assert run["state"] == "CANCELLED", run["state_message"]
     [cancel] = emulator.requests(rpc="CancelExecution")
     assert cancel.path.endswith(run["attempts"][0]["provider_ref"] + ":cancel")
     wait_until(lambda: emulator.jobs() == [], "the job to be deleted")
     wait_until(lambda: live_processes(emulator) == 0, "the container process to be stopped")
-    assert "etl for today" in gcp_project.cli("run", "logs", run_id, check=True).stdout
+    assert "etl for today" in gcp_project_each_db.cli("run", "logs", run_id, check=True).stdout
 
 
 def test_keep_job_keeps_the_job_after_the_run(
