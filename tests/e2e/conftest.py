@@ -36,6 +36,29 @@ UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
+# A flow for the provisioning tests, at flows/etl.py of a project directory (`write_etl_flow`).
+ETL_FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
+
+
+def write_etl_flow(workdir: Path) -> Path:
+    """`workdir`/flows/etl.py holding `ETL_FLOW`; `workdir`."""
+    (workdir / "flows").mkdir(parents=True, exist_ok=True)
+    (workdir / "flows" / "etl.py").write_text(ETL_FLOW)
+    return workdir
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A control plane on SQLite with the fast settings, its project in `tmp_path`/project."""
+    with running_server(
+        f"sqlite:///{tmp_path / 'skylane.db'}",
+        workdir=tmp_path / "project",
+        home=tmp_path / "home",
+        settings=FAST_SETTINGS,
+    ) as started:
+        yield started
+
+
 def start_run(server: ServerProcess, *args: str, deployment: str = "etl/nightly") -> str:
     """`skylane deployment run DEPLOYMENT ARGS...`; the new run's id."""
     result = server.cli("deployment", "run", deployment, *args, check=True)

@@ -16,22 +16,19 @@ pytest.importorskip("azure.mgmt.containerregistry")
 from skylane.provisioning.azure import registry_name  # noqa: E402
 from skylane.testing.azure import AciEmulator  # noqa: E402
 from skylane.testing.azure_resources import MUTATING  # noqa: E402
-from skylane.testing.server import ServerProcess, running_server  # noqa: E402
-from tests.e2e.conftest import FAST_SETTINGS, TERMINAL, start_run  # noqa: E402
+from skylane.testing.server import ServerProcess  # noqa: E402
+from tests.e2e.conftest import TERMINAL, start_run, write_etl_flow  # noqa: E402
 
 SUBSCRIPTION = "5e0c0000-0000-4000-8000-0000000e2e08"
 LOCATION = "westeurope"
 GROUP = "flows"
 CONTROL_PLANE = "0b5e0000-0000-4000-8000-00000000c0de"
 REGISTRY = registry_name(SUBSCRIPTION, "azure")
-FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
 
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[AciEmulator]:
-    workdir = tmp_path / "project"
-    (workdir / "flows").mkdir(parents=True)
-    (workdir / "flows" / "etl.py").write_text(FLOW)
+    workdir = write_etl_flow(tmp_path / "project")
     # Only resource groups that exist (made by hand or by provisioning) can hold anything.
     with AciEmulator(
         run_containers=True, workdir=workdir, provision_seconds=0.2, resource_groups=[]
@@ -41,14 +38,9 @@ def emulator(tmp_path: Path) -> Iterator[AciEmulator]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, emulator: AciEmulator) -> Iterator[ServerProcess]:
-    with running_server(
-        f"sqlite:///{tmp_path / 'skylane.db'}",
-        workdir=tmp_path / "project",
-        home=tmp_path / "home",
-        settings=FAST_SETTINGS,
-    ) as started:
-        yield started
+def server(emulator: object, sqlite_server: ServerProcess) -> ServerProcess:
+    """The control plane, started after the emulator (and so stopped before it)."""
+    return sqlite_server
 
 
 def provision(server: ServerProcess, emulator: AciEmulator, *extra: str) -> str:

@@ -15,8 +15,8 @@ pytest.importorskip("google.cloud.artifactregistry_v1")
 
 from skylane.testing.gcp import CloudRunEmulator  # noqa: E402
 from skylane.testing.gcp_platform import MUTATING_RPCS  # noqa: E402
-from skylane.testing.server import ServerProcess, running_server  # noqa: E402
-from tests.e2e.conftest import FAST_SETTINGS, TERMINAL, start_run  # noqa: E402
+from skylane.testing.server import ServerProcess  # noqa: E402
+from tests.e2e.conftest import TERMINAL, start_run, write_etl_flow  # noqa: E402
 
 PROJECT = "skylane-e2e"
 REGION = "europe-west1"
@@ -25,14 +25,11 @@ RUNTIME = f"skl-gcp-run@{PROJECT}.iam.gserviceaccount.com"
 DISPATCHER = f"skl-gcp-dispatch@{PROJECT}.iam.gserviceaccount.com"
 REPOSITORY = f"projects/{PROJECT}/locations/{REGION}/repositories/skylane-gcp"
 THEIRS = f"projects/{PROJECT}/locations/{REGION}/repositories/team-images"
-FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
 
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[CloudRunEmulator]:
-    workdir = tmp_path / "project"
-    (workdir / "flows").mkdir(parents=True)
-    (workdir / "flows" / "etl.py").write_text(FLOW)
+    workdir = write_etl_flow(tmp_path / "project")
     # A project as Google hands it out: the APIs the pool needs are off until enabled.
     with CloudRunEmulator(
         run_containers=True, workdir=workdir, start_seconds=0.1, platform_apis_enabled=False
@@ -41,14 +38,9 @@ def emulator(tmp_path: Path) -> Iterator[CloudRunEmulator]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, emulator: CloudRunEmulator) -> Iterator[ServerProcess]:
-    with running_server(
-        f"sqlite:///{tmp_path / 'skylane.db'}",
-        workdir=tmp_path / "project",
-        home=tmp_path / "home",
-        settings=FAST_SETTINGS,
-    ) as started:
-        yield started
+def server(emulator: object, sqlite_server: ServerProcess) -> ServerProcess:
+    """The control plane, started after the emulator (and so stopped before it)."""
+    return sqlite_server
 
 
 def provision(server: ServerProcess, emulator: CloudRunEmulator, *extra: str) -> str:

@@ -259,7 +259,7 @@ class Manifest:
 @dataclass(frozen=True)
 class Credentials:
     """What to authenticate to one registry with. `source` says where they came from, for
-    error messages ("Docker config /root/.docker/config.json", "credentials provider").
+    error messages ("Docker config ~/.docker/config.json", "credentials provider").
 
     - `username` + `password`: Basic auth, or Basic auth to the token server;
     - `identity_token`: an OAuth2 refresh token posted to the token server (Docker's
