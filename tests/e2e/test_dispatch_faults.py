@@ -379,4 +379,11 @@ def test_a_run_that_stops_heartbeating_with_its_task_stopped_is_crashed(
     crashed = ended_run(plane, run_id, timeout=30)
     assert crashed.state == RunState.CRASHED
     assert "missed 3 heartbeats" in (crashed.state_message or "")
-    assert crashed.attempts[-1].cleaned_up_at is not None
+    # The reconciler records the cleanup just after the crash, not in the same write: a reader
+    # can see CRASHED first.
+    wait_until(
+        lambda: plane.client.get_run(run_id).attempts[-1].cleaned_up_at,
+        "the crashed run's attempt to be cleaned up",
+        timeout=30,
+        context=plane.logs,
+    )
