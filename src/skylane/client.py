@@ -259,6 +259,11 @@ class SkylaneClient:
             )
         )
 
+    def record_source_commit(self, run_id: uuid.UUID | str, commit: str) -> Run:
+        return Run.model_validate(
+            self._request("POST", f"/api/runs/{run_id}/source", json={"commit": commit})
+        )
+
     def heartbeat(self, run_id: uuid.UUID | str) -> Run:
         return Run.model_validate(self._request("POST", f"/api/runs/{run_id}/heartbeat"))
 

@@ -7,11 +7,12 @@ them, the client parses them. Request bodies live in `skylane.api.schemas`.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from skylane.errors import IllegalTransition
 from skylane.schedules import CatchUp
@@ -103,13 +104,49 @@ class Pool(_Model):
     updated_at: datetime
 
 
+GIT_COMMIT_PATTERN = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
+
+
+class SecretReference(_Model):
+    """Where a secret is found at run time (an environment variable of the container, filled
+    from the provider's secret store); never the secret itself."""
+
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class GitSource(_Model):
+    """A deployment's code cloned from git at run time instead of baked into the image.
+    `commit` is the commit `ref` pointed at when the deployment was registered: runs check
+    out exactly that, so a push to the branch changes nothing until the next deploy."""
+
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    git: str = Field(min_length=1)
+    ref: str | None = None
+    commit: str | None = Field(default=None, pattern=GIT_COMMIT_PATTERN)
+    credentials: SecretReference | None = None
+
+    @field_validator("git")
+    @classmethod
+    def _no_secret_in_url(cls, value: str) -> str:
+        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", value):
+            # The value is not echoed: the part before '@' is a password or token.
+            raise ValueError(
+                "must not contain a password or token; name an environment variable holding "
+                "it in credentials: {env: GIT_TOKEN}"
+            )
+        return value
+
+
 class Deployment(_Model):
     id: uuid.UUID
     flow_name: str
     name: str
     pool_name: str
     entrypoint: str
+    # Pinned by digest (`repo@sha256:...`) when `skylane deploy` pushed it.
     image: str | None = None
+    source: GitSource | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     parameter_schema: dict[str, Any] = Field(default_factory=dict)
     job_variables: dict[str, Any] = Field(default_factory=dict)
@@ -196,6 +233,8 @@ class Run(_Model):
     started_at: datetime | None = None
     ended_at: datetime | None = None
     last_heartbeat_at: datetime | None = None
+    # The git commit the runtime checked out, for deployments whose code comes from git.
+    source_commit: str | None = None
     history: list[StateChange] = Field(default_factory=list)
     attempts: list[RunAttempt] = Field(default_factory=list)
 
@@ -245,3 +284,4 @@ class RunExecution(_Model):
     entrypoint: str
     parameters: dict[str, Any]
     state: RunState
+    source: GitSource | None = None

@@ -1,11 +1,12 @@
 """`skylane run execute`: what runs inside every container and subprocess.
 
 It reads `SKYLANE_RUN_ID`, `SKYLANE_API_URL` and `SKYLANE_RUN_TOKEN`, fetches what to run,
-reports RUNNING, loads the entrypoint, converts and passes the parameters, and reports COMPLETED
-or FAILED (with the traceback). Everything the flow writes to file descriptors 1 and 2 (print,
-C extensions, child processes) and every logging record is shipped to the API in batches while
-still being echoed to the original streams, so the provider's own log view keeps working. On
-SIGTERM the run is reported CANCELLED if it was being cancelled, CRASHED otherwise.
+reports RUNNING, checks out the deployment's git source at its pinned commit when it has one
+(and reports the commit), loads the entrypoint, converts and passes the parameters, and
+reports COMPLETED or FAILED (with the traceback). Everything the flow writes to file descriptors
+1 and 2 (print, C extensions, child processes) and every logging record is shipped to the API in
+batches while still being echoed to the original streams, so the provider's own log view keeps
+working. On SIGTERM the run is reported CANCELLED if it was being cancelled, CRASHED otherwise.
 
 Every state report carries a transition id fixed before the first try, so a report retried
 after a network error can never apply twice.
@@ -21,6 +22,7 @@ import os
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 import uuid
@@ -35,7 +37,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from skylane.client import ApiUnreachable, SkylaneClient
 from skylane.entrypoints import call_arguments, coerce_parameters, load_entrypoint
 from skylane.errors import IllegalTransition, SkylaneError
-from skylane.models import RunState
+from skylane.git_source import checkout
+from skylane.models import RunExecution, RunState
 from skylane.settings import get_settings
 
 ENV_RUN_ID = "SKYLANE_RUN_ID"
@@ -366,7 +369,9 @@ def _execute(
             heartbeat = Heartbeat(client, run_id, heartbeat_seconds)
             heartbeat.start()
         with captured_output(shipper):
-            final = _run_flow(execution.entrypoint, execution.parameters)
+            final = _fetch_source(client, execution) or _run_flow(
+                execution.entrypoint, execution.parameters
+            )
     except RunTerminated as exc:
         final = (RunState.CRASHED, f"terminated by {exc}")
     finally:
@@ -392,6 +397,28 @@ def _execute(
     if state in (RunState.CANCELLED, RunState.CRASHED):
         return EXIT_TERMINATED
     return EXIT_FAILED
+
+
+def _fetch_source(
+    client: SkylaneClient, execution: RunExecution
+) -> tuple[RunState, str | None] | None:
+    """For a git-sourced deployment: check out its pinned commit into a new directory, make
+    that the working directory and report the commit. None when the flow may start; else the
+    run's final state."""
+    if execution.source is None:
+        return None
+    log = logging.getLogger("skylane.runtime")
+    source = execution.source
+    dest = tempfile.mkdtemp(prefix="skylane-source-")
+    try:
+        commit = checkout(source, dest)
+        _with_retries(client.record_source_commit, execution.run_id, commit)
+    except SkylaneError as exc:
+        log.error("cannot get the flow's code from git: %s", exc)
+        return RunState.FAILED, f"cannot get the flow's code from git: {exc}"
+    log.info("checked out %s at %s", source.git, commit)
+    os.chdir(dest)
+    return None
 
 
 def _run_flow(entrypoint: str, parameters: dict[str, Any]) -> tuple[RunState, str | None]:

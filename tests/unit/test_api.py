@@ -56,6 +56,7 @@ API_ROUTES = [
     ("POST", "/api/runs/{run_id}/state"),
     ("POST", "/api/runs/{run_id}/cancel"),
     ("POST", "/api/runs/{run_id}/heartbeat"),
+    ("POST", "/api/runs/{run_id}/source"),
     ("POST", "/api/runs/{run_id}/logs"),
     ("GET", "/api/runs/{run_id}/logs"),
     ("GET", "/api/runs/{run_id}/logs/follow"),
@@ -368,6 +369,7 @@ def test_run_token_reports_on_its_own_run(api: TestClient, two_claimed_runs: tup
         "entrypoint": "flows/etl.py:etl",
         "parameters": {"n": 5},
         "state": "PENDING",
+        "source": None,
     }
     assert runtime.get(f"/api/runs/{run['id']}").status_code == 200
 
@@ -414,6 +416,7 @@ def test_run_token_is_confined_to_its_run(
         ("GET", f"/api/runs/{other['id']}", None),
         ("POST", f"/api/runs/{other['id']}/logs", {"logs": [{"timestamp": now, "message": "x"}]}),
         ("POST", f"/api/runs/{other['id']}/heartbeat", None),
+        ("POST", f"/api/runs/{other['id']}/source", {"commit": "a" * 40}),
         ("GET", f"/api/runs/{other['id']}/logs", None),
         ("GET", "/api/pools", None),
         ("GET", "/api/runs", None),
@@ -428,6 +431,63 @@ def test_run_token_is_confined_to_its_run(
     assert api.get(f"/api/runs/{other['id']}").json() == other_before
     assert store.read_logs(uuid.UUID(other["id"])) == []
     assert len(api.get("/api/runs").json()) == 2
+
+
+GIT_SOURCE = {
+    "git": "https://git.example.com/acme/etl.git",
+    "ref": "main",
+    "commit": "0123456789abcdef0123456789abcdef01234567",
+    "credentials": {"env": "GIT_TOKEN"},
+}
+
+
+def test_git_sourced_deployment_reaches_the_runtime_and_the_commit_is_recorded(
+    api: TestClient, store: Store, deployment: dict
+) -> None:
+    r = api.patch(f"/api/deployments/{deployment['id']}", json={"source": GIT_SOURCE})
+    assert r.status_code == 200, r.text
+    assert r.json()["source"] == GIT_SOURCE
+    run = create_run(api, deployment)
+    token = claim_tokens(store)[run["id"]]
+    runtime = client_for(api, token)
+    assert runtime.get(f"/api/runs/{run['id']}/execution").json()["source"] == GIT_SOURCE
+
+    commit = GIT_SOURCE["commit"]
+    r = runtime.post(f"/api/runs/{run['id']}/source", json={"commit": commit})
+    assert r.status_code == 200 and r.json()["source_commit"] == commit
+    # Reporting it again is harmless; another commit is refused and changes nothing.
+    assert runtime.post(f"/api/runs/{run['id']}/source", json={"commit": commit}).status_code == 200
+    r = runtime.post(f"/api/runs/{run['id']}/source", json={"commit": "f" * 40})
+    assert r.status_code == 409 and error(r)["field"] == "commit"
+    assert api.get(f"/api/runs/{run['id']}").json()["source_commit"] == commit
+    r = runtime.post(f"/api/runs/{run['id']}/source", json={"commit": "main"})
+    assert r.status_code == 422 and error(r)["field"] == "commit"
+
+    # Back to code from the image.
+    r = api.patch(f"/api/deployments/{deployment['id']}", json={"source": None})
+    assert r.status_code == 200 and r.json()["source"] is None
+
+
+@pytest.mark.parametrize(
+    ("source", "field"),
+    [
+        ({"ref": "main"}, "source.git"),
+        ({**GIT_SOURCE, "commit": "main"}, "source.commit"),
+        ({**GIT_SOURCE, "credentials": {"env": "1X"}}, "source.credentials.env"),
+        ({**GIT_SOURCE, "token": "s3cret"}, "source.token"),
+        ({**GIT_SOURCE, "git": "https://bob:s3cret@git.example.com/x.git"}, "source.git"),
+    ],
+)
+@SQLITE_ONLY
+def test_bad_git_source_is_refused_with_its_field(
+    api: TestClient, deployment: dict, source: dict, field: str
+) -> None:
+    before = snapshot(api)
+    r = api.patch(f"/api/deployments/{deployment['id']}", json={"source": source})
+    assert r.status_code == 422
+    assert error(r)["field"] == field
+    assert "s3cret" not in r.text
+    assert snapshot(api) == before
 
 
 @pytest.mark.parametrize("state", ["SCHEDULED", "PENDING", "CANCELLING"])

@@ -297,3 +297,67 @@ def test_without_its_environment_it_explains_what_is_missing(tmp_path: Path) -> 
 
     assert result.returncode == 2
     assert "SKYLANE_RUN_ID" in result.stderr
+
+
+def test_git_sourced_run_checks_out_the_pinned_commit_and_records_it(
+    store: Store, live_api: str, tmp_path: Path
+) -> None:
+    # The remote: a bare repository whose main moves on after the deployment pinned a commit.
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+
+    def git(cwd: Path, *args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    bare, work = tmp_path / "etl.git", tmp_path / "work"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
+    git(tmp_path, "clone", "--quiet", str(bare), str(work))
+    (work / "flows").mkdir()
+    (work / "flows" / "sample.py").write_text("def greet():\n    print('from commit one')\n")
+    git(work, "add", ".")
+    git(work, "commit", "--quiet", "-m", "one")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+    pinned = git(work, "rev-parse", "HEAD")
+    (work / "flows" / "sample.py").write_text("def greet():\n    print('from commit two')\n")
+    git(work, "commit", "--quiet", "-am", "two")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
+
+    run, token = claimed_run(store, "greet")
+    store.update_deployment(
+        run.deployment_id,
+        {"source": {"git": f"file://{bare}", "ref": "main", "commit": pinned}},
+    )
+    empty = tmp_path / "image-workdir"
+    empty.mkdir()
+    process = start_runtime(live_api, run, token, empty)
+    _, err = process.communicate(timeout=60)
+
+    assert process.returncode == 0, err
+    final = store.get_run(run.id)
+    assert final.state == RunState.COMPLETED
+    assert final.source_commit == pinned
+    logs = messages(store, run)
+    assert "from commit one" in logs and "from commit two" not in logs
+
+
+def test_git_source_that_cannot_be_fetched_fails_the_run_with_the_reason(
+    store: Store, live_api: str, tmp_path: Path
+) -> None:
+    run, token = claimed_run(store, "greet")
+    store.update_deployment(
+        run.deployment_id,
+        {"source": {"git": str(tmp_path / "missing.git"), "credentials": {"env": "GIT_TOKEN"}}},
+    )
+    process = start_runtime(live_api, run, token, tmp_path)
+    process.communicate(timeout=60)
+    final = store.get_run(run.id)
+    assert final.state == RunState.FAILED
+    assert "GIT_TOKEN" in (final.state_message or "")
+    assert final.source_commit is None

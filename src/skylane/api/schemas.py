@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from skylane.models import ApiScope, RunState
+from skylane.models import GIT_COMMIT_PATTERN, ApiScope, GitSource, RunState
 from skylane.schedules import CatchUp
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
@@ -96,12 +96,21 @@ class ScheduleUpdate(_Body):
     _no_null = field_validator("timezone", "parameters", "active", "catchup")(_not_null)
 
 
+class SourceCommit(_Body):
+    """The commit the runtime checked out (full SHA-1 or SHA-256 hex)."""
+
+    commit: str = Field(pattern=GIT_COMMIT_PATTERN)
+
+
 class DeploymentCreate(_Body):
     flow_name: str = Field(pattern=NAME_PATTERN)
     name: str = Field(pattern=NAME_PATTERN)
     pool: str = Field(description="Name of the pool the deployment runs on.")
     entrypoint: str = Field(description="path/to/file.py:function")
     image: str | None = None
+    source: GitSource | None = Field(
+        default=None, description="Code cloned from git at run time instead of the image's."
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     parameter_schema: dict[str, Any] = Field(
         default_factory=dict, description="JSON Schema of the entrypoint's parameters."
@@ -115,11 +124,13 @@ class DeploymentCreate(_Body):
 
 
 class DeploymentUpdate(_Body):
-    """Fields left out are kept; `image`, `description` and `concurrency_limit` may be null."""
+    """Fields left out are kept; `image`, `source`, `description` and `concurrency_limit` may
+    be null."""
 
     pool: str | None = None
     entrypoint: str | None = None
     image: str | None = None
+    source: GitSource | None = None
     parameters: dict[str, Any] | None = None
     parameter_schema: dict[str, Any] | None = None
     job_variables: dict[str, Any] | None = None

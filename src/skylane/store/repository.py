@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload, selectinload, sessionmaker
 
-from skylane.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from skylane.errors import AlreadyExists, Conflict, IllegalTransition, InvalidInput, NotFound
 from skylane.models import (
     TERMINAL_STATES,
     ApiKeyInfo,
@@ -76,6 +76,7 @@ DEPLOYMENT_FIELDS = frozenset(
     {
         "entrypoint",
         "image",
+        "source",
         "parameters",
         "parameter_schema",
         "job_variables",
@@ -149,6 +150,7 @@ def _run(row: RunRow, *, history: bool = True) -> Run:
         started_at=row.started_at,
         ended_at=row.ended_at,
         last_heartbeat_at=row.last_heartbeat_at,
+        source_commit=row.source_commit,
         history=[StateChange.model_validate(h) for h in row.history] if history else [],
         attempts=[RunAttempt.model_validate(a) for a in row.attempts],
     )
@@ -338,6 +340,7 @@ class Store:
         pool_name: str,
         entrypoint: str,
         image: str | None = None,
+        source: dict[str, Any] | None = None,
         parameters: dict[str, Any] | None = None,
         parameter_schema: dict[str, Any] | None = None,
         job_variables: dict[str, Any] | None = None,
@@ -366,6 +369,7 @@ class Store:
                     pool=pool,
                     entrypoint=entrypoint,
                     image=image,
+                    source=source,
                     parameters=parameters or {},
                     parameter_schema=parameter_schema or {},
                     job_variables=job_variables or {},
@@ -615,6 +619,24 @@ class Store:
         with self._session() as s:
             row = self._run_row(s, run_id, lock=True)
             row.last_heartbeat_at = utcnow()
+            s.flush()
+            return _run(row)
+
+    def record_source_commit(self, run_id: uuid.UUID, commit: str) -> Run:
+        """The git commit the runtime checked out for the run. Set once: a second report of
+        the same commit changes nothing, of another commit is refused."""
+        with self._session() as s:
+            row = self._run_row(s, run_id, lock=True)
+            if row.source_commit not in (None, commit):
+                raise Conflict(
+                    f"run {run_id} already recorded commit {row.source_commit}", field="commit"
+                )
+            if RunState(row.state).is_terminal:
+                raise IllegalTransition(
+                    f"run {run_id} is {row.state}; its commit can no longer be recorded",
+                    current_state=row.state,
+                )
+            row.source_commit = commit
             s.flush()
             return _run(row)
 

@@ -79,6 +79,8 @@ class DeploymentRow(Base):
     pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id"), index=True)
     entrypoint: Mapped[str] = mapped_column(sa.Text)
     image: Mapped[str | None] = mapped_column(sa.Text)
+    # A `GitSource` as JSON, or NULL when the code is in the image.
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     parameter_schema: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     job_variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -162,6 +164,7 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    source_commit: Mapped[str | None] = mapped_column(sa.String(64))
     run_token_hash: Mapped[str | None] = mapped_column(sa.String(64))
 
     pool: Mapped[PoolRow | None] = relationship(lazy="joined")

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 
 from skylane.api.auth import Principal, require, require_run_access
 from skylane.api.deps import get_settings, get_store
-from skylane.api.schemas import CancelRequest, LogBatch, StateSet
+from skylane.api.schemas import CancelRequest, LogBatch, SourceCommit, StateSet
 from skylane.errors import Forbidden, ProviderNotFound
 from skylane.models import (
     TERMINAL_STATES,
@@ -84,7 +84,19 @@ def read_execution(
         entrypoint=deployment.entrypoint,
         parameters=run.parameters,
         state=run.state,
+        source=deployment.source,
     )
+
+
+@router.post("/runs/{run_id}/source", response_model=Run)
+def record_source_commit(
+    run_id: uuid.UUID,
+    body: SourceCommit,
+    store: Store = Depends(get_store),
+    _: Principal = Depends(require_run_access(ApiScope.WORKER)),
+) -> Run:
+    """The runtime reports the git commit it checked out for a git-sourced deployment."""
+    return store.record_source_commit(run_id, body.commit)
 
 
 @router.post("/runs/{run_id}/state", response_model=StateResult)
