@@ -3,6 +3,7 @@ project and a local pure-Python wheel (no network: pip installs with --no-index)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from skylane.errors import InvalidInput, PermanentProviderError
+from skylane.images import BuildSpec as ExportedBuildSpec
 from skylane.images.build import (
     BuildResult,
+    BuildSpec,
     build_image,
     pip_platform_tags,
     plan_image,
@@ -111,11 +114,10 @@ def build(
         "env": {"SKYLANE_API_URL": "http://control-plane:4200", "PYTHON_VERSION": "3.12.4"},
         "entrypoint": ["skylane", "run", "execute"],
         "labels": {"org.skylane.project": "demo"},
-        "registries": registries,
-        "cache_dir": cache_dir,
     }
     options.update(kwargs)
-    return build_image(base, project, target=target, **options)  # type: ignore[arg-type]
+    spec = BuildSpec(base, project, target=target, **options)  # type: ignore[arg-type]
+    return build_image(spec, registries=registries, cache_dir=cache_dir)
 
 
 def test_build_pushes_the_project_and_requirements(
@@ -281,7 +283,7 @@ def test_base_on_another_registry_is_copied(
     other_name = base.replace("127.0.0.1", "localhost", 1)
     project = make_project(tmp_path / "project")
     result = build_image(
-        other_name, project, target=f"{registry}/copied/app", registries=registries
+        BuildSpec(other_name, project, target=f"{registry}/copied/app"), registries=registries
     )
     assert result.tag == "latest"
     assert [b.action for b in result.blobs] == ["copied", "uploaded", "uploaded"]
@@ -303,13 +305,13 @@ def test_manifest_list_base_resolves_to_the_platform(
     index = push_test_index(client, "base/multi", "3", {"linux/amd64": amd, "linux/arm64": arm})
     project = make_project(tmp_path / "project")
     for platform, chosen in (("linux/amd64", amd), ("linux/arm64", arm)):
-        result = build_image(
+        spec = BuildSpec(
             f"{registry}/base/multi:3",
             project,
             target=f"{registry}/multi/app:{platform.split('/')[1]}",
             platform=platform,
-            registries=registries,
         )
+        result = build_image(spec, registries=registries)
         assert result.base == f"{registry}/base/multi@{chosen}"
         assert result.config["architecture"] == platform.split("/")[1]
         assert result.manifest["annotations"]["org.opencontainers.image.base.digest"] == index
@@ -323,14 +325,18 @@ def test_source_date_epoch_dates_the_image(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     project = make_project(tmp_path / "project")
-    target = f"{registry}/dated/app"
-    plain = plan_image(base, project, target=target, registries=registries)
+    spec = BuildSpec(base, project, target=f"{registry}/dated/app")
+    plain = plan_image(spec, registries=registries)
+    # The epoch is read when building, not when the spec is made: the same spec follows it.
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
-    dated = plan_image(base, project, target=target, registries=registries)
+    dated = plan_image(spec, registries=registries)
     assert dated.digest != plain.digest
     assert dated.config["created"] == "2023-11-14T22:13:20Z"
-    again = plan_image(base, project, target=target, registries=registries)
+    again = plan_image(spec, registries=registries)
     assert again.digest == dated.digest
+    # An explicit epoch wins over the environment.
+    pinned = plan_image(dataclasses.replace(spec, epoch=0), registries=registries)
+    assert pinned.digest == plain.digest
 
 
 def test_build_through_basic_auth(base: str, registries: Registries, tmp_path: Path) -> None:
@@ -344,29 +350,17 @@ def test_build_through_basic_auth(base: str, registries: Registries, tmp_path: P
     ):
         push_test_image(auth.client(private.host), "base/python", "3.12")
         project = make_project(tmp_path / "project")
-        first = build_image(
-            f"{private.host}/base/python:3.12",
-            project,
-            target=f"{private.host}/team/app:v1",
-            registries=auth,
+        spec = BuildSpec(
+            f"{private.host}/base/python:3.12", project, target=f"{private.host}/team/app:v1"
         )
-        again = build_image(
-            f"{private.host}/base/python:3.12",
-            project,
-            target=f"{private.host}/team/app:v1",
-            registries=auth,
-        )
+        first = build_image(spec, registries=auth)
+        again = build_image(spec, registries=auth)
         assert again.digest == first.digest and again.uploaded == []
         with (
             Registries(credentials={private.host: ("builder", "wrong-one")}) as wrong,
             pytest.raises(PermanentProviderError) as caught,
         ):
-            build_image(
-                f"{private.host}/base/python:3.12",
-                project,
-                target=f"{private.host}/team/app:v1",
-                registries=wrong,
-            )
+            build_image(spec, registries=wrong)
         assert "wrong-one" not in str(caught.value) and "'builder'" in str(caught.value)
 
 
@@ -382,32 +376,43 @@ def test_build_errors_name_the_field(
     target = f"{registry}/errors/app"
 
     def field_of(**kwargs: object) -> str | None:
-        options: dict[str, object] = {"target": target, "registries": registries}
+        """The field named by the error of a spec made with `kwargs`, whether making the spec
+        refuses it or building it does."""
+        options: dict[str, object] = {"target": target, "project_dir": project}
         options.update(kwargs)
         with pytest.raises(InvalidInput) as caught:
-            build_image(options.pop("base", base), project, **options)  # type: ignore[arg-type]
+            spec = BuildSpec(options.pop("base", base), **options)  # type: ignore[arg-type]
+            build_image(spec, registries=registries)
         return caught.value.field
 
     assert field_of(target=f"{target}@sha256:" + "0" * 64) == "target"
     assert field_of(base="Not A Reference") == "base"
     assert field_of(platform="amd64") == "platform"
+    assert field_of(project_dir=tmp_path / "nowhere") == "project_dir"
     assert field_of(workdir="relative") == "workdir"
+    assert field_of(project_path="/") == "project_path"
+    assert field_of(packages_path="opt/packages") == "packages_path"
     assert field_of(entrypoint="skylane run") == "entrypoint"
+    assert field_of(cmd=["python", 3]) == "cmd"
+    assert field_of(pip_args="--no-index") == "pip_args"
     assert field_of(env={"A=B": "c"}) == "env"
+    assert field_of(env={"A": 1}) == "env.A"
+    assert field_of(labels=["a=b"]) == "labels"
+    assert field_of(python_version="three") == "python_version"
+    assert field_of(epoch=-1) == "epoch"
     assert field_of(requirements=project / "missing.txt") == "requirements"
 
     # A requirement pip cannot find: the field, and pip's own words.
     (project / "requirements.txt").write_text("tinylib==9.9\n")
     with pytest.raises(InvalidInput) as caught:
-        build_image(
+        spec = BuildSpec(
             base,
             project,
             target=target,
-            registries=registries,
             requirements=project / "requirements.txt",
             pip_args=["--no-index", "--find-links", str(wheels)],
-            cache_dir=cache_dir,
         )
+        build_image(spec, registries=registries, cache_dir=cache_dir)
     assert caught.value.field == "requirements" and "tinylib==9.9" in str(caught.value)
 
     # A base that does not say its Python version needs python_version=.
@@ -420,7 +425,41 @@ def test_build_errors_name_the_field(
     # A base for another platform.
     push_test_image(registries.client(registry), "base/arm", "1", platform="linux/arm64")
     with pytest.raises(PermanentProviderError, match="linux/arm64, not linux/amd64"):
-        build_image(f"{registry}/base/arm:1", project, target=target, registries=registries)
+        build_image(BuildSpec(f"{registry}/base/arm:1", project, target), registries=registries)
+
+
+def test_build_spec_normalises_its_values(tmp_path: Path) -> None:
+    assert ExportedBuildSpec is BuildSpec
+    spec = BuildSpec(
+        "python:3.12-slim",
+        str(tmp_path),
+        target="localhost:5000/team/app",
+        platform="Linux/x86_64",
+        requirements=str(tmp_path / "requirements.txt"),
+        workdir="/srv//app/",
+        entrypoint=["skylane", "run", "execute"],
+        pip_args=["--no-index"],
+        project_path="/opt/skylane/project/",
+        env={"A": "1"},
+    )
+    assert spec.project_dir == tmp_path and spec.requirements == tmp_path / "requirements.txt"
+    assert spec.platform == "linux/amd64"
+    assert (spec.workdir, spec.image_workdir) == ("/srv/app", "/srv/app")
+    assert spec.project_path == "/opt/skylane/project"
+    assert spec.entrypoint == ("skylane", "run", "execute") and spec.pip_args == ("--no-index",)
+    assert spec.cmd is None and spec.labels is None
+    assert spec.target_reference.repository == "team/app"
+    assert spec.base_reference.name == "docker.io/library/python"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.target = "elsewhere/app"  # type: ignore[misc]
+    # A copy with a change is checked and normalised like a new spec.
+    assert dataclasses.replace(spec, workdir=None).image_workdir == "/opt/skylane/project"
+    assert dataclasses.replace(spec, epoch=5).resolved_epoch() == 5
+    with pytest.raises(InvalidInput) as caught:
+        dataclasses.replace(spec, target="Bad Target")
+    assert caught.value.field == "target"
+    with Registries(docker_config=False) as registries, pytest.raises(TypeError):
+        plan_image("python:3.12", registries=registries)  # type: ignore[arg-type]
 
 
 def test_pip_platform_tags_and_python_version() -> None:

@@ -4,14 +4,16 @@
 - `skylane.images.registry`: an OCI Distribution API client (httpx) with Docker-style auth and a
   pluggable credentials provider;
 - `skylane.images.layers`: reproducible tar+gzip layers of a directory tree;
-- `skylane.images.build`: `build_image`, the project and its requirements on a base image,
-  pushed by digest.
+- `skylane.images.build`: `BuildSpec` (what to build) and `build_image`, the project and its
+  requirements on a base image, pushed by digest, with no Docker engine;
+- `skylane.images.docker_build`: the same spec built and pushed by a Docker engine instead.
 """
 
 from __future__ import annotations
 
 from skylane.images.build import (
     BuildResult,
+    BuildSpec,
     ImageBuild,
     PushedBlob,
     build_image,
@@ -32,6 +34,7 @@ from skylane.images.registry import (
 
 __all__ = [
     "BuildResult",
+    "BuildSpec",
     "Credentials",
     "CredentialsProvider",
     "DockerConfig",

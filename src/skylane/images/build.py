@@ -1,7 +1,7 @@
 """Daemonless, reproducible image builds: a project directory (and its requirements) on top of
 a base image, pushed with the OCI distribution API. No Docker engine is involved.
 
-`build_image(base, project_dir, target=...)` does, in order:
+`build_image(BuildSpec(base, project_dir, target=...))` does, in order:
 
 1. resolves the base image's manifest for the platform (an index is followed to its entry) and
    reads its config;
@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +94,12 @@ _PIP_ARCH = {
 _PYTHON_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.\d+)?(?:[a-z]+\d*)?$")
 _SHEBANG_PYTHON = re.compile(rb"^#!\S*python[0-9.]*(?:\s|$)")
 _URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+
+
+def mask_url_credentials(text: str) -> str:
+    """`text` with the `user:password@` of any URL in it masked, for quoting a tool's output
+    (pip's, docker's) in an error."""
+    return _URL_CREDENTIALS.sub(r"\1****@", text)
 
 
 def pip_platform_tags(
@@ -227,58 +233,142 @@ class BuildResult:
         return sum(b.size for b in self.uploaded)
 
 
+# --- what to build -------------------------------------------------------------------------
+
+
+def _string_list(value: Any, name: str, *, optional: bool) -> tuple[str, ...] | None:
+    """`value` as a tuple of strings; a bare string is refused (it would be split into
+    characters), and so is None unless `optional`."""
+    if value is None and optional:
+        return None
+    items = (
+        tuple(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes) else None
+    )
+    if items is None or not all(isinstance(v, str) for v in items):
+        raise InvalidInput(f"{name} must be a list of strings", field=name)
+    return items
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What to build: the project directory (and its requirements) on `base`, pushed to
+    `target` (`registry/repository[:tag]`, no digest), for `platform`. The same spec serves the
+    daemonless build (`build_image`) and the Docker engine path
+    (`skylane.images.docker_build`).
+
+    A spec is checked when it is made, without I/O: a wrong value raises InvalidInput naming
+    its field (`base`, `target`, `platform`, `workdir`, `env.NAME`, ...). Values are stored
+    normalised: paths in the image made absolute and clean, lists as tuples, `project_dir` and
+    `requirements` as Paths, `platform` as `os/arch[/variant]`. Whether `project_dir` is a
+    directory and what the base image holds are checked when building.
+
+    - `requirements`: a pip requirements file installed at `packages_path` (on PYTHONPATH),
+      for the base's Python (its `PYTHON_VERSION` env, else `python_version`);
+    - `env`, `labels`: merged over the base's; `workdir` defaults to `project_path`;
+    - `entrypoint`, `cmd`: None keeps the base's; a new entrypoint clears the base's cmd;
+    - `pip_args`: appended to pip's command line; `pip_platforms`: pip `--platform` tags
+      instead of the manylinux ones for `platform`;
+    - `ignore_files`: files at the project's top whose patterns leave paths out;
+    - `epoch`: every timestamp in the image; None reads `SOURCE_DATE_EPOCH` (else 0) when
+      building."""
+
+    base: str
+    project_dir: Path | str | os.PathLike[str]
+    target: str
+    platform: str = "linux/amd64"
+    requirements: Path | str | os.PathLike[str] | None = None
+    python_version: str | None = None
+    env: Mapping[str, str] | None = None
+    workdir: str | None = None
+    entrypoint: Sequence[str] | None = None
+    cmd: Sequence[str] | None = None
+    labels: Mapping[str, str] | None = None
+    pip_args: Sequence[str] = ()
+    pip_platforms: Sequence[str] | None = None
+    project_path: str = DEFAULT_PROJECT_PATH
+    packages_path: str = DEFAULT_PACKAGES_PATH
+    ignore_files: Sequence[str] = IGNORE_FILES
+    epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        # No I/O here (a spec can be made before its project exists); each check names its
+        # field, with the same messages the build used to give for its keyword arguments.
+        parse_reference(self.base, field="base")
+        target_ref = parse_reference(self.target, field="target")
+        if target_ref.digest:
+            raise InvalidInput(
+                f"target {self.target!r} must not carry a digest: the digest is what the build "
+                "makes",
+                field="target",
+            )
+        values: dict[str, Any] = {"platform": str(Platform.parse(self.platform))}
+        if not isinstance(self.project_dir, str | os.PathLike):
+            raise InvalidInput("project_dir must be a path", field="project_dir")
+        values["project_dir"] = Path(self.project_dir)
+        project_path = normalize_image_path(self.project_path, field="project_path")
+        values["project_path"] = project_path
+        values["packages_path"] = normalize_image_path(self.packages_path, field="packages_path")
+        if self.workdir is not None:
+            values["workdir"] = normalize_image_path(self.workdir, field="workdir")
+        if self.requirements is not None:
+            if not isinstance(self.requirements, str | os.PathLike):
+                raise InvalidInput("requirements must be a path", field="requirements")
+            values["requirements"] = Path(self.requirements)
+        if self.python_version is not None:
+            python_version_of({}, self.python_version)  # raises naming python_version
+        if self.epoch is not None and (
+            isinstance(self.epoch, bool) or not isinstance(self.epoch, int) or self.epoch < 0
+        ):
+            raise InvalidInput(
+                f"epoch {self.epoch!r} must be seconds since 1970 (an int >= 0)", field="epoch"
+            )
+        _check_strings(self.env, "env")
+        _check_strings(self.labels, "labels")
+        values["env"] = dict(self.env) if self.env is not None else None
+        values["labels"] = dict(self.labels) if self.labels is not None else None
+        values["entrypoint"] = _string_list(self.entrypoint, "entrypoint", optional=True)
+        values["cmd"] = _string_list(self.cmd, "cmd", optional=True)
+        values["pip_args"] = _string_list(self.pip_args, "pip_args", optional=False)
+        values["pip_platforms"] = _string_list(self.pip_platforms, "pip_platforms", optional=True)
+        values["ignore_files"] = _string_list(self.ignore_files, "ignore_files", optional=False)
+        for name, value in values.items():
+            object.__setattr__(self, name, value)  # frozen: normalise once, here
+
+    @property
+    def base_reference(self) -> ImageReference:
+        return parse_reference(self.base, field="base")
+
+    @property
+    def target_reference(self) -> ImageReference:
+        return parse_reference(self.target, field="target")
+
+    @property
+    def image_workdir(self) -> str:
+        """The image's working directory: `workdir`, else `project_path`."""
+        return self.workdir or self.project_path
+
+    def resolved_epoch(self) -> int:
+        """`epoch`, else `SOURCE_DATE_EPOCH` now (else 0)."""
+        return source_date_epoch() if self.epoch is None else self.epoch
+
+
 # --- the build ----------------------------------------------------------------------------
 
 
 def build_image(
-    base: str,
-    project_dir: str | os.PathLike[str],
+    spec: BuildSpec,
     *,
-    target: str,
-    platform: str = "linux/amd64",
-    requirements: str | os.PathLike[str] | None = None,
-    python_version: str | None = None,
-    env: Mapping[str, str] | None = None,
-    workdir: str | None = None,
-    entrypoint: Sequence[str] | None = None,
-    cmd: Sequence[str] | None = None,
-    labels: Mapping[str, str] | None = None,
-    pip_args: Sequence[str] = (),
-    pip_platforms: Sequence[str] | None = None,
-    project_path: str = DEFAULT_PROJECT_PATH,
-    packages_path: str = DEFAULT_PACKAGES_PATH,
-    ignore_files: Sequence[str] = IGNORE_FILES,
     registries: Registries | None = None,
     cache_dir: str | os.PathLike[str] | bool | None = None,
-    epoch: int | None = None,
 ) -> BuildResult:
-    """Build the image of `project_dir` on `base` and push it to `target` (an image
-    reference: `registry/repository[:tag]`); see the module docstring. `registries` supplies
-    the clients (auth, insecure hosts); by default one reading the Docker config."""
+    """Build the image `spec` describes and push it to its target; see the module docstring.
+    `registries` supplies the clients (auth, insecure hosts); by default one reading the
+    Docker config. `cache_dir` holds requirements layers (None: the user cache directory;
+    False: no cache)."""
     own = registries is None
     registries = registries or Registries()
     try:
-        plan = plan_image(
-            base,
-            project_dir,
-            target=target,
-            platform=platform,
-            requirements=requirements,
-            python_version=python_version,
-            env=env,
-            workdir=workdir,
-            entrypoint=entrypoint,
-            cmd=cmd,
-            labels=labels,
-            pip_args=pip_args,
-            pip_platforms=pip_platforms,
-            project_path=project_path,
-            packages_path=packages_path,
-            ignore_files=ignore_files,
-            registries=registries,
-            cache_dir=cache_dir,
-            epoch=epoch,
-        )
+        plan = plan_image(spec, registries=registries, cache_dir=cache_dir)
         try:
             return push_image(plan, registries)
         finally:
@@ -289,52 +379,23 @@ def build_image(
 
 
 def plan_image(
-    base: str,
-    project_dir: str | os.PathLike[str],
+    spec: BuildSpec,
     *,
-    target: str,
-    platform: str = "linux/amd64",
-    requirements: str | os.PathLike[str] | None = None,
-    python_version: str | None = None,
-    env: Mapping[str, str] | None = None,
-    workdir: str | None = None,
-    entrypoint: Sequence[str] | None = None,
-    cmd: Sequence[str] | None = None,
-    labels: Mapping[str, str] | None = None,
-    pip_args: Sequence[str] = (),
-    pip_platforms: Sequence[str] | None = None,
-    project_path: str = DEFAULT_PROJECT_PATH,
-    packages_path: str = DEFAULT_PACKAGES_PATH,
-    ignore_files: Sequence[str] = IGNORE_FILES,
     registries: Registries,
     cache_dir: str | os.PathLike[str] | bool | None = None,
-    epoch: int | None = None,
 ) -> ImageBuild:
     """Steps 1-4 of a build: everything but the push. Reads the base from its registry."""
+    if not isinstance(spec, BuildSpec):
+        raise TypeError(f"plan_image takes a BuildSpec, not {type(spec).__name__}")
     timings: dict[str, float] = {}
     started = time.monotonic()
-    base_ref = parse_reference(base, field="base")
-    target_ref = parse_reference(target, field="target")
-    if target_ref.digest:
-        raise InvalidInput(
-            f"target {target!r} must not carry a digest: the digest is what the build makes",
-            field="target",
-        )
-    wanted = Platform.parse(platform)
-    project = Path(project_dir)
+    base_ref = spec.base_reference
+    target_ref = spec.target_reference
+    wanted = Platform.parse(spec.platform)
+    project = Path(spec.project_dir)
     if not project.is_dir():
         raise InvalidInput(f"{str(project)!r} is not a directory", field="project_dir")
-    project_path = normalize_image_path(project_path, field="project_path")
-    packages_path = normalize_image_path(packages_path, field="packages_path")
-    workdir = normalize_image_path(workdir, field="workdir") if workdir else project_path
-    epoch = source_date_epoch() if epoch is None else int(epoch)
-    _check_strings(env, "env")
-    _check_strings(labels, "labels")
-    for name, value in (("entrypoint", entrypoint), ("cmd", cmd)):
-        if value is not None and (
-            isinstance(value, str) or not all(isinstance(v, str) for v in value)
-        ):
-            raise InvalidInput(f"{name} must be a list of strings", field=name)
+    epoch = spec.resolved_epoch()
 
     base_client = registries.client(base_ref.registry)
     base_manifest = base_client.resolve_manifest(base_ref.repository, base_ref.reference, wanted)
@@ -349,10 +410,11 @@ def plan_image(
 
     layers: dict[str, Layer] = {}
     requirements_cached = False
+    requirements = Path(spec.requirements) if spec.requirements is not None else None
     try:
         if requirements is not None:
             step = time.monotonic()
-            version = python_version_of(base_config, python_version)
+            version = python_version_of(base_config, spec.python_version)
             if version is None:
                 raise InvalidInput(
                     f"the base image {base_ref} does not say its Python version "
@@ -360,12 +422,12 @@ def plan_image(
                     field="python_version",
                 )
             layers["requirements"], requirements_cached = requirements_layer(
-                Path(requirements),
+                requirements,
                 python_version=version,
                 platform=wanted,
-                pip_args=pip_args,
-                pip_platforms=pip_platforms,
-                packages_path=packages_path,
+                pip_args=spec.pip_args,
+                pip_platforms=spec.pip_platforms,
+                packages_path=spec.packages_path,
                 epoch=epoch,
                 cache_dir=cache_dir,
                 cwd=project,
@@ -373,7 +435,7 @@ def plan_image(
             timings["requirements_layer"] = time.monotonic() - step
         step = time.monotonic()
         layers["project"] = layer_from_directory(
-            project, project_path, ignore_files=ignore_files, mtime=epoch
+            project, spec.project_path, ignore_files=spec.ignore_files, mtime=epoch
         )
         timings["project_layer"] = time.monotonic() - step
 
@@ -381,14 +443,14 @@ def plan_image(
             base_config,
             layers,
             epoch=epoch,
-            env=env,
-            workdir=workdir,
-            entrypoint=entrypoint,
-            cmd=cmd,
-            labels=labels,
-            project_path=project_path,
-            packages_path=packages_path,
-            requirements_name=Path(requirements).name if requirements is not None else None,
+            env=spec.env,
+            workdir=spec.image_workdir,
+            entrypoint=spec.entrypoint,
+            cmd=spec.cmd,
+            labels=spec.labels,
+            project_path=spec.project_path,
+            packages_path=spec.packages_path,
+            requirements_name=requirements.name if requirements is not None else None,
         )
         config_bytes = canonical_json(config)
         manifest = image_manifest(base_ref, base_manifest, config_bytes, layers.values())
@@ -414,6 +476,8 @@ def plan_image(
 
 
 def _check_strings(values: Mapping[str, str] | None, name: str) -> None:
+    if values is not None and not isinstance(values, Mapping):
+        raise InvalidInput(f"{name} must map names to strings", field=name)
     for key, value in (values or {}).items():
         if not isinstance(key, str) or not key or not isinstance(value, str):
             raise InvalidInput(f"{name} must map names to strings", field=f"{name}.{key}")
@@ -503,7 +567,7 @@ def requirements_layer(
             command, cwd=cwd, env=environment, capture_output=True, text=True, check=False
         )
         if done.returncode != 0:
-            output = _URL_CREDENTIALS.sub(r"\1****@", (done.stderr or done.stdout).strip())
+            output = mask_url_credentials((done.stderr or done.stdout).strip())
             tail = "\n".join(output.splitlines()[-15:])
             raise InvalidInput(
                 f"pip could not install {requirements.name} for {platform}, Python "
@@ -736,11 +800,13 @@ def _copy_blob(
 
 __all__ = [
     "BuildResult",
+    "BuildSpec",
     "ImageBuild",
     "PushedBlob",
     "build_image",
     "image_config",
     "image_manifest",
+    "mask_url_credentials",
     "pip_platform_tags",
     "plan_image",
     "push_image",

@@ -18,7 +18,8 @@ library supports bcrypt).
 Token auth: the registry trusts tokens signed by a certificate in `rootcertbundle`; `TokenServer`
 makes a self-signed certificate and key (with `cryptography`), serves `GET /token` (Basic auth,
 `service`, `scope`s) and `POST /token` (OAuth2 refresh-token grant) and answers with a JWT
-(RS256, the certificate in `x5c`) granting the requested actions to a known user. No TLS is
+(RS256, the certificate in `x5c`) granting the requested actions to a known user. Like ACR, it
+can also exchange an Entra access token for a refresh token (`POST /oauth2/exchange`). No TLS is
 involved: the registry and the token server both speak plain http on loopback.
 """
 
@@ -262,6 +263,8 @@ class _TokenHandler(LocalHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         service: TokenServer = self.server.service
+        if urlsplit(self.path).path == "/oauth2/exchange":
+            return self._exchange(service)
         if urlsplit(self.path).path != "/token":
             return self._answer(404, {"error": "not found"})
         form = parse_qs(self.read_body().decode())
@@ -273,6 +276,20 @@ class _TokenHandler(LocalHandler):
             service.record(TokenRequest(None, scopes, "refresh_token", 401))
             return self._answer(401, {"error": "invalid_grant"})
         self._grant(service, account, scopes, "refresh_token")
+
+    def _exchange(self, service: TokenServer) -> None:
+        """ACR's `/oauth2/exchange`: an Entra access token for a refresh token of its user."""
+        form = parse_qs(self.read_body().decode())
+        if form.get("grant_type") != ["access_token"]:
+            return self._answer(400, {"error": "unsupported_grant_type"})
+        account = service.accepted_access_tokens.get((form.get("access_token") or [""])[0])
+        if account is None:
+            service.record(TokenRequest(None, [], "access_token", 401))
+            return self._answer(
+                401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid access token"}]}
+            )
+        service.record(TokenRequest(account, [], "access_token", 200))
+        self._answer(200, {"refresh_token": service.issue_refresh_token(account)})
 
     def _grant(
         self, service: TokenServer, account: str | None, scopes: list[str], grant: str
@@ -303,7 +320,10 @@ class TokenServer(LocalService):
     """A token server for the registry's `auth.token` config. `users` (name -> password) get
     every action they ask for, except those `read_only` users, who get only `pull`; anonymous
     callers get `pull` on repositories in `public` and nothing else. `refresh_tokens` maps an
-    OAuth2 refresh token to a user. `requests` lists what it answered."""
+    OAuth2 refresh token to a user. `accepted_access_tokens` maps an Entra access token to a
+    user for ACR's `POST /oauth2/exchange`, whose refresh tokens (JWTs lasting
+    `refresh_lifetime` seconds) the refresh grant then takes. `requests` lists what it
+    answered."""
 
     handler_class = _TokenHandler
     thread_name = "oci-token-server"
@@ -316,6 +336,8 @@ class TokenServer(LocalService):
         public: tuple[str, ...] = (),
         refresh_tokens: Mapping[str, str] | None = None,
         lifetime: int = 300,
+        accepted_access_tokens: Mapping[str, str] | None = None,
+        refresh_lifetime: int = 10800,
     ) -> None:
         super().__init__("127.0.0.1", 0, verbose=False)
         from cryptography import x509
@@ -328,6 +350,8 @@ class TokenServer(LocalService):
         self.public = set(public)
         self.refresh_tokens = dict(refresh_tokens or {})
         self.lifetime = lifetime
+        self.accepted_access_tokens = dict(accepted_access_tokens or {})
+        self.refresh_lifetime = refresh_lifetime
         self.requests: list[TokenRequest] = []
         self._lock = threading.Lock()
         self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -362,11 +386,19 @@ class TokenServer(LocalService):
         with self._lock:
             self.requests.append(request)
 
-    def issue(self, subject: str, access: list[dict[str, Any]]) -> str:
+    def issue_refresh_token(self, account: str) -> str:
+        """A refresh token for `account` (a JWT, as ACR's are), which the refresh grant takes."""
+        token = self.issue(account, [], lifetime=self.refresh_lifetime)
+        with self._lock:
+            self.refresh_tokens[token] = account
+        return token
+
+    def issue(self, subject: str, access: list[dict[str, Any]], lifetime: int | None = None) -> str:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
         now = int(time.time())
+        lifetime = self.lifetime if lifetime is None else lifetime
         header = {
             "typ": "JWT",
             "alg": "RS256",
@@ -376,7 +408,7 @@ class TokenServer(LocalService):
             "iss": TOKEN_ISSUER,
             "sub": subject,
             "aud": TOKEN_SERVICE,
-            "exp": now + self.lifetime,
+            "exp": now + lifetime,
             "nbf": now - 10,
             "iat": now,
             "jti": uuid.uuid4().hex,
@@ -437,6 +469,7 @@ def push_test_image(
     platform: str = "linux/amd64",
     docker_media_types: bool = True,
     cmd: list[str] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Push a tiny one-layer image (a `skylane.images.registry.RegistryClient` does it) and
     return its manifest digest. By default Docker v2 media types, an env with PATH and
@@ -454,7 +487,7 @@ def push_test_image(
         "config": {
             "Env": [f"{k}={v}" for k, v in variables.items()],
             "Cmd": cmd or ["python3"],
-            "Labels": {"org.example.base": "yes"},
+            "Labels": {"org.example.base": "yes", **(labels or {})},
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
         "history": [{"created": "2024-01-01T00:00:00Z", "created_by": "skylane test base"}],
