@@ -21,7 +21,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -48,6 +48,7 @@ __all__ = [
     "load_project_file",
     "parse_project_file",
     "starter_file",
+    "validate_project",
 ]
 
 PROJECT_FILE_NAME = "skylane.yaml"
@@ -104,6 +105,11 @@ class BuildSettings(_Spec):
     )
     platform: str = DEFAULT_PLATFORM
     ignore: list[str] = Field(default_factory=list, description="Extra glob patterns to leave out.")
+    builder: Literal["auto", "docker", "daemonless"] = Field(
+        default="auto",
+        description="docker: `docker build` (needs an engine); daemonless: no engine, "
+        "reproducible; auto: docker when an engine answers, else daemonless.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -365,6 +371,31 @@ def parse_project_file(
 ) -> ProjectFile:
     """Validate project file `text`. Files are checked against `base_dir` when given."""
     data, lines = _compose(text, filename)
+    return _validate(data, lines, base_dir=base_dir, filename=filename)
+
+
+def validate_project(
+    data: Any,
+    *,
+    base_dir: str | Path | None = None,
+    check_files: bool = True,
+    what: str = "the deployment",
+) -> ProjectFile:
+    """Validate a project given as data (the SDK's `Flow.deploy`), with the same checks and
+    messages as a file, without line numbers."""
+    return _validate(
+        data, _Lines(), base_dir=base_dir if check_files else None, filename=what, numbered=False
+    )
+
+
+def _validate(
+    data: Any,
+    lines: _Lines,
+    *,
+    base_dir: str | Path | None,
+    filename: str,
+    numbered: bool = True,
+) -> ProjectFile:
     errors: dict[str, tuple[int, str]] = {}
 
     def add(where: _Where, message: str, line: int | None = None) -> None:
@@ -386,7 +417,7 @@ def parse_project_file(
     if base_dir is not None:
         _check_files(data, Path(base_dir), add)
     if errors:
-        raise _report(filename, errors)
+        raise _report(filename, errors, numbered=numbered)
     assert model is not None
     if (
         base_dir is not None
@@ -598,14 +629,18 @@ def _must_be_file(base: Path, value: str, where: _Where, what: str, add: Any) ->
         add(where, f"{what} {value} is not a file ({resolved})")
 
 
-def _report(filename: str, errors: dict[str, tuple[int, str]]) -> InvalidInput:
+def _report(
+    filename: str, errors: dict[str, tuple[int, str]], *, numbered: bool = True
+) -> InvalidInput:
     ordered = sorted(errors.items(), key=lambda kv: kv[1][0])
     listed = [
         {"field": field, "line": line, "message": _redact(field, message)}
         for field, (line, message) in ordered
     ]
     rows = [
-        f"{filename}, line {e['line']}: {e['field'] + ': ' if e['field'] else ''}{e['message']}"
+        (f"{filename}, line {e['line']}: " if numbered else f"{filename}: ")
+        + (f"{e['field']}: " if e["field"] else "")
+        + str(e["message"])
         for e in listed
     ]
     if len(rows) == 1:
@@ -647,6 +682,9 @@ build:
   platform: {platform}
   # Extra glob patterns (as in .dockerignore) of files left out of the image.
   ignore: []
+  # auto: `docker build` when a Docker engine answers, else a daemonless build (no engine,
+  # same inputs give the same digest); or force one with docker / daemonless.
+  builder: auto
 
 # What is registered: one entry per deployment (at least one).
 deployments:

@@ -163,6 +163,8 @@ def _show_deployment(
                 ("pool", deployment.pool_name),
                 ("entrypoint", deployment.entrypoint),
                 ("image", deployment.image),
+                ("image digest", _digest_of(deployment.image)),
+                ("source", _source_text(deployment)),
                 ("tags", ", ".join(deployment.tags) or None),
                 ("description", deployment.description),
                 ("concurrency limit", deployment.concurrency_limit),
@@ -177,6 +179,22 @@ def _show_deployment(
         output.schema_table(deployment.parameter_schema, title="parameters"),
         *extras,
     )
+
+
+def _digest_of(image: str | None) -> str | None:
+    """The digest a deployment is pinned to, or None for an image named only by tag (what
+    runs can then change when the tag is moved)."""
+    if image and "@" in image:
+        return image.rsplit("@", 1)[1]
+    return None
+
+
+def _source_text(deployment: Deployment) -> str | None:
+    source = deployment.source
+    if source is None:
+        return None
+    pinned = f" at {source.commit}" if source.commit else " (not pinned: the ref's newest commit)"
+    return f"{source.git} {source.ref or 'HEAD'}{pinned}"
 
 
 @app.command()

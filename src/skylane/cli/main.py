@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from skylane import __version__
 from skylane.errors import SkylaneError
 
-from . import config, deployment, output, pool, run, server
+from . import config, deployment, output, pool, project, run, server
 
 
 def error_message(exc: SkylaneError) -> str:
@@ -67,6 +67,8 @@ app.add_typer(config.app, name="config")
 app.add_typer(pool.app, name="pool")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(run.app, name="run")
+app.command("init")(project.init)
+app.command("deploy")(project.deploy)
 
 
 def _print_version(value: bool) -> None:

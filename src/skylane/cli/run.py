@@ -103,6 +103,7 @@ def inspect(run_id: RunId, output_format: OutputOption = Output.TABLE) -> None:
                 ("state message", run.state_message),
                 ("parameters", run.parameters or None),
                 ("job variables", run.job_variables or None),
+                ("git commit", run.source_commit),
                 ("scheduled", run.scheduled_time),
                 (
                     "next try",

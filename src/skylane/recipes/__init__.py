@@ -1,0 +1,1 @@
+"""Templates for `skylane init --recipe NAME` (see `skylane.project_init`)."""
