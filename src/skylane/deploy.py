@@ -385,6 +385,22 @@ def _desired_fields(
     }
 
 
+def _with_working_dir(
+    job_variables: dict[str, Any], spec: DeploymentSpec, pool: Pool, base_dir: Path
+) -> dict[str, Any]:
+    """A process pool runs the entrypoint on the server's machine: unless told otherwise, in
+    the project's directory (the server may run anywhere). Git-sourced code brings its own."""
+    properties = pool.base_job_template.get("variables", {}).get("properties", {})
+    if (
+        parse_pool_type(pool.type).provider != "process"
+        or spec.source is not None
+        or "working_dir" in job_variables
+        or "working_dir" not in properties
+    ):
+        return job_variables
+    return {**job_variables, "working_dir": str(base_dir.resolve())}
+
+
 def register(
     client: SkylaneClient,
     spec: DeploymentSpec,
@@ -482,7 +498,9 @@ def deploy_project(
                 DeploymentOutcome(f"{flow_name}/{spec.name}", "not registered", ["--no-push"])
             )
             continue
-        pinned = image.reference if _needs_image(spec, pools[spec.pool]) else None
+        pool = pools[spec.pool]
+        pinned = image.reference if _needs_image(spec, pool) else None
         desired = _desired_fields(spec, image=pinned, source=sources.get(spec.name), schema=schema)
+        desired["job_variables"] = _with_working_dir(desired["job_variables"], spec, pool, base)
         outcomes.append(register(client, spec, flow_name, desired))
     return DeployReport(image=image, deployments=outcomes)

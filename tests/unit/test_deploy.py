@@ -299,7 +299,10 @@ def test_process_pools_need_no_image(client: SkylaneClient, tmp_path: Path) -> N
     )
     report = deploy_project(load_project_file(directory / "skylane.yaml"), directory, client)
     assert report.image.action == "none" and report.image.reference is None
-    assert client.get_deployment_by_name("etl/here").image is None
+    here = client.get_deployment_by_name("etl/here")
+    assert here.image is None
+    # Run where the code is, wherever the server was started.
+    assert here.job_variables == {"working_dir": str(directory.resolve())}
 
 
 # --- recipes and init ------------------------------------------------------------------------
