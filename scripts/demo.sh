@@ -81,6 +81,27 @@ step "skylane deployment schedule pause hello/demo   (its runs still to come are
 "$BIN/skylane" deployment schedule pause hello/demo
 "$BIN/skylane" run ls --deployment hello/demo --upcoming
 
+step "skylane init --pool local   (in a folder holding flows/etl.py: a commented skylane.yaml)"
+mkdir -p "$WORK/etl/flows"
+cat >"$WORK/etl/flows/etl.py" <<'FLOW'
+from skylane import flow
+
+
+@flow
+def etl(day: str = "today") -> None:
+    print(f"etl for {day}")
+FLOW
+(cd "$WORK/etl" && "$BIN/skylane" init --pool local)
+sed -i 's/^    schedules: \[\]$/    schedules: [{cron: "0 2 * * *", timezone: Europe\/Berlin}]/' "$WORK/etl/skylane.yaml"
+grep -n "schedules:" "$WORK/etl/skylane.yaml" | head -n 1
+
+step "skylane deploy   (checks, then registers etl/etl with its schedule; a process pool needs no image)"
+(cd "$WORK/etl" && "$BIN/skylane" deploy)
+
+step "skylane deploy   (again: nothing changed, nothing touched)"
+(cd "$WORK/etl" && "$BIN/skylane" deploy)
+"$BIN/skylane" deployment run etl/etl --param day=monday --watch | tail -n 3
+
 step "moto_server on $MOTO_URL: a local AWS (with the AWS-managed IAM policies a real account has)"
 MOTO_IAM_LOAD_MANAGED_POLICIES=true "$BIN/moto_server" -H 127.0.0.1 -p "$MOTO_PORT" >"$WORK/moto.log" 2>&1 &
 MOTO_PID=$!
