@@ -40,19 +40,6 @@ log = logging.getLogger(__name__)
 RUNTIME_COMMAND = ("skylane", "run", "execute")
 PROJECT_LABEL = "io.skylane.project"
 SKYLANE_LABEL = "io.skylane.version"
-# The fields of a deployment `skylane deploy` owns; anything else (paused...) is left alone.
-MANAGED_FIELDS = (
-    "pool_name",
-    "entrypoint",
-    "image",
-    "source",
-    "parameters",
-    "parameter_schema",
-    "job_variables",
-    "tags",
-    "description",
-    "concurrency_limit",
-)
 
 Progress = Callable[[str], None]
 

@@ -27,10 +27,65 @@ from typing import Any, overload
 from skylane.errors import InvalidInput
 from skylane.models import Deployment
 
-_SENTINEL: Any = object()
+
+class _Deployable:
+    """What `Flow` and `SourcedFlow` share: `.deploy()`. Subclasses say where the code is."""
+
+    description: str | None = None
+
+    def _code(self, project_dir: Path) -> tuple[str, Any]:
+        """(entrypoint, git source or None)."""
+        raise NotImplementedError
+
+    def deploy(
+        self,
+        name: str,
+        pool: str,
+        *,
+        image: str | None = None,
+        cron: str | None = None,
+        interval: int | str | None = None,
+        rrule: str | None = None,
+        timezone: str = "UTC",
+        parameters: Mapping[str, Any] | None = None,
+        job_variables: Mapping[str, Any] | None = None,
+        tags: Sequence[str] = (),
+        description: str | None = None,
+        concurrency_limit: int | None = None,
+        project_dir: str | Path | None = None,
+        base_image: str | None = None,
+        build: bool = True,
+        client: Any = None,
+        registries: Any = None,
+    ) -> Deployment:
+        """Register (or update) deployment `name` on `pool`, as `skylane deploy` would for a
+        one-deployment project file, and return it. `image`: a name, optionally with a tag, to
+        build `project_dir` (default: the current directory; its requirements.txt) and push to;
+        with a digest, used as it is; left out, the pool's provisioned registry. Process pools
+        need none. A git-sourced flow's image holds only the requirements."""
+        base = Path(project_dir or Path.cwd()).resolve()
+        entrypoint, source = self._code(base)
+        return _deploy_one(
+            project_dir=base,
+            name=name,
+            pool=pool,
+            entrypoint=entrypoint,
+            source=source,
+            image=image,
+            schedule=_schedule(cron, interval, rrule, timezone),
+            parameters=parameters,
+            job_variables=job_variables,
+            tags=tags,
+            description=description if description is not None else self.description,
+            concurrency_limit=concurrency_limit,
+            base_image=base_image,
+            build=build,
+            client=client,
+            registries=registries,
+        )
 
 
-class Flow:
+class Flow(_Deployable):
     """A function marked as a flow; calling it calls the function."""
 
     def __init__(
@@ -68,53 +123,11 @@ class Flow:
             ) from None
         return f"{relative.as_posix()}:{self.fn.__name__}"
 
-    def deploy(
-        self,
-        name: str,
-        pool: str,
-        *,
-        image: str | None = None,
-        cron: str | None = None,
-        interval: int | str | None = None,
-        rrule: str | None = None,
-        timezone: str = "UTC",
-        parameters: Mapping[str, Any] | None = None,
-        job_variables: Mapping[str, Any] | None = None,
-        tags: Sequence[str] = (),
-        description: str | None = None,
-        concurrency_limit: int | None = None,
-        project_dir: str | Path | None = None,
-        base_image: str | None = None,
-        build: bool = True,
-        client: Any = None,
-        registries: Any = None,
-    ) -> Deployment:
-        """Register (or update) deployment `name` of this flow on `pool`, as `skylane deploy`
-        would for a one-deployment project file: the image is built from `project_dir` and
-        pushed to `image` (a name, optionally with a tag; default: the pool's provisioned
-        registry), or used as it is when `image` carries a digest. Returns the deployment."""
-        base = Path(project_dir or Path.cwd()).resolve()
-        return _deploy_one(
-            project_dir=base,
-            name=name,
-            pool=pool,
-            entrypoint=self.entrypoint(base),
-            source=None,
-            image=image,
-            schedule=_schedule(cron, interval, rrule, timezone),
-            parameters=parameters,
-            job_variables=job_variables,
-            tags=tags,
-            description=description if description is not None else self.description,
-            concurrency_limit=concurrency_limit,
-            base_image=base_image,
-            build=build,
-            client=client,
-            registries=registries,
-        )
+    def _code(self, project_dir: Path) -> tuple[str, Any]:
+        return self.entrypoint(project_dir), None
 
 
-class SourcedFlow:
+class SourcedFlow(_Deployable):
     """A flow whose code lives in git (`flow.from_source`): deployments clone it at run time."""
 
     def __init__(
@@ -134,49 +147,8 @@ class SourcedFlow:
         )
         self.entrypoint = entrypoint
 
-    def deploy(
-        self,
-        name: str,
-        pool: str,
-        *,
-        image: str | None = None,
-        cron: str | None = None,
-        interval: int | str | None = None,
-        rrule: str | None = None,
-        timezone: str = "UTC",
-        parameters: Mapping[str, Any] | None = None,
-        job_variables: Mapping[str, Any] | None = None,
-        tags: Sequence[str] = (),
-        description: str | None = None,
-        concurrency_limit: int | None = None,
-        project_dir: str | Path | None = None,
-        base_image: str | None = None,
-        build: bool = True,
-        client: Any = None,
-        registries: Any = None,
-    ) -> Deployment:
-        """Register a deployment whose runs clone the source at the commit its ref points at
-        now. `image` holds the dependencies: used as is with a digest, else built from
-        `project_dir` (its requirements) like `Flow.deploy`; process pools need none."""
-        base = Path(project_dir or Path.cwd()).resolve()
-        return _deploy_one(
-            project_dir=base,
-            name=name,
-            pool=pool,
-            entrypoint=self.entrypoint,
-            source=self.source,
-            image=image,
-            schedule=_schedule(cron, interval, rrule, timezone),
-            parameters=parameters,
-            job_variables=job_variables,
-            tags=tags,
-            description=description,
-            concurrency_limit=concurrency_limit,
-            base_image=base_image,
-            build=build,
-            client=client,
-            registries=registries,
-        )
+    def _code(self, project_dir: Path) -> tuple[str, Any]:
+        return self.entrypoint, self.source
 
 
 def _schedule(
