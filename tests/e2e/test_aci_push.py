@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import ssl
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
@@ -355,7 +356,7 @@ def test_a_throttled_create_is_not_tried_again_before_retry_after(
     assert len(run["attempts"]) == 2  # refused, so a fresh attempt was safe
 
 
-def test_a_quota_error_parks_the_run_then_it_succeeds(
+def test_a_quota_error_parks_the_run_until_the_capacity_backoff_is_over(
     azure: ServerProcess, emulator: AciEmulator
 ) -> None:
     emulator.quota_reached(count=1)
@@ -370,12 +371,11 @@ def test_a_quota_error_parks_the_run_then_it_succeeds(
     assert "ContainerGroupQuotaReached" in run["state_message"]
     retry_at = datetime.fromisoformat(run["not_before"]).timestamp()
     assert retry_at - creates(emulator)[0].received_at >= 14.0  # capacity backoff: 15-30 s
-
-    run = azure.wait_for_state(run_id, TERMINAL, timeout=60)
-    assert run["state"] == "COMPLETED", run["state_message"]
-    first, second = creates(emulator)
-    assert (first.status, second.status) == (409, 201)
-    assert second.received_at >= retry_at - 0.5
+    # Not tried again before then (that the retry then succeeds is the throttling test's: both
+    # wait on the same `not_before`, and waiting 15-30 s here again cost CI time).
+    time.sleep(1.0)
+    assert len(creates(emulator)) == 1
+    assert azure.cli_json("run", "inspect", run_id)["state"] == "SCHEDULED"
 
 
 def test_unanswered_and_failed_creates_are_retried_without_a_second_group(
