@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -23,32 +22,7 @@ from skylane.project_file import (
     parse_project_file,
     starter_file,
 )
-
-
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    summary: str
-    default_pool: str
-    bakes_code: bool  # False: the code comes from git at run time
-
-
-RECIPES: dict[str, Recipe] = {
-    r.name: r
-    for r in (
-        Recipe("ecr-ecs", "image in ECR, runs on ECS Fargate", "ecs", True),
-        Recipe(
-            "artifact-registry-cloud-run",
-            "image in Artifact Registry, runs as Cloud Run jobs",
-            "cloud-run",
-            True,
-        ),
-        Recipe("acr-aci", "image in ACR, runs on Azure Container Instances", "aci", True),
-        Recipe(
-            "git", "dependencies in the image, code cloned from git at run time", "default", False
-        ),
-    )
-}
+from skylane.recipes import RECIPES, Recipe
 
 EXAMPLE_FLOW = '''\
 """An example flow: replace the body with your own work."""

@@ -314,7 +314,7 @@ def test_keep_container_group_keeps_the_group_after_the_run(
     assert run["state"] == "COMPLETED", run["state_message"]
 
     def cleaned_up() -> bool:
-        [attempt] = azure.cli_json("run", "inspect", run_id)["attempts"]
+        [attempt] = azure.run_json(run_id)["attempts"]
         return attempt["cleaned_up_at"] is not None
 
     wait_until(cleaned_up, "the reconciler to clean the run up")
@@ -363,7 +363,7 @@ def test_a_quota_error_parks_the_run_until_the_capacity_backoff_is_over(
     run_id = start_run(azure)
 
     def parked() -> dict[str, Any] | None:
-        run = azure.cli_json("run", "inspect", run_id)
+        run = azure.run_json(run_id)
         return run if "waiting for quota" in (run["state_message"] or "") else None
 
     run = wait_until(parked, "the run to wait for quota")

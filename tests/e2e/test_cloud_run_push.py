@@ -248,7 +248,7 @@ def test_keep_job_keeps_the_job_after_the_run(
 
     # The reconciler has done its cleanup of the attempt: without keep_job the job is gone now.
     def cleaned_up() -> bool:
-        [attempt] = gcp_project.cli_json("run", "inspect", run_id)["attempts"]
+        [attempt] = gcp_project.run_json(run_id)["attempts"]
         return attempt["cleaned_up_at"] is not None
 
     wait_until(cleaned_up, "the reconciler to clean the run up")
@@ -279,7 +279,7 @@ def test_a_throttled_create_is_tried_again_no_sooner_than_30_seconds(
     run_id = start_run(gcp_project)
 
     def throttled() -> dict[str, Any] | None:
-        run = gcp_project.cli_json("run", "inspect", run_id)
+        run = gcp_project.run_json(run_id)
         return run if "throttled" in (run["state_message"] or "") else None
 
     run = wait_until(throttled, "the throttled submission to be recorded")

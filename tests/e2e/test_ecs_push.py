@@ -70,7 +70,7 @@ def ecs(aws: boto3.Session, endpoint: str):  # noqa: ANN201 - a boto3 client
 def submitted_task(server: ServerProcess, run_id: str, timeout: float = 30) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run = server.cli_json("run", "inspect", run_id)
+        run = server.run_json(run_id)
         refs = [a["provider_ref"] for a in run["attempts"] if a["provider_ref"]]
         if refs:
             return refs[-1]

@@ -261,7 +261,7 @@ def test_unexpected_errors_are_short_unless_debugging(
     def boom(_: str) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("skylane.cli.pool.adapter_class", boom)
+    monkeypatch.setattr("skylane.adapters.adapter_class", boom)
     result = invoke(runner, "pool", "default-template", "--type", "process")
     assert result.exit_code == 1
     assert "error: unexpected RuntimeError: boom" in result.stderr
@@ -288,7 +288,7 @@ def test_every_problem_of_an_error_is_listed(
             details={"errors": problems},
         )
 
-    monkeypatch.setattr("skylane.cli.pool.adapter_class", invalid)
+    monkeypatch.setattr("skylane.adapters.adapter_class", invalid)
     result = invoke(runner, "pool", "default-template", "--type", "process")
     assert result.exit_code == 1
     lines = result.stderr.splitlines()

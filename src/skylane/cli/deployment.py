@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import typer
 
 from skylane.client import SkylaneClient
-from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
 from skylane.errors import NotFound
 from skylane.models import Deployment, Run, RunState, Schedule
 from skylane.pool_types import parse_pool_type
@@ -69,6 +68,8 @@ def create(
     parameters = parse_assignments(param, "--param")
     job_variables = parse_assignments(job_variable, "--job-variable")
     schedule_body = schedule.schedule_body(cron, interval, rrule, timezone)
+    from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
+
     # The user's module may print while it loads: keep stdout for our own output.
     with contextlib.redirect_stdout(sys.stderr):
         fn = load_entrypoint(entrypoint, base_dir)

@@ -7,13 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from skylane.adapters import adapter_class
 from skylane.errors import AlreadyExists, InvalidInput
 from skylane.models import Pool
 from skylane.pool_types import parse_pool_type
-from skylane.provisioning.registry import ProvisionOptions
 
-from . import output, pool_provision
+from . import output
 from .common import (
     CredentialOption,
     Output,
@@ -165,6 +163,10 @@ def create(
     if provision_infra:
         # --credential is the pool's (stored, for the control plane); provisioning runs with
         # the caller's default credentials.
+        from skylane.provisioning.registry import ProvisionOptions
+
+        from . import pool_provision
+
         options = ProvisionOptions(
             region=region,
             project=project,
@@ -317,6 +319,10 @@ def provision(
     """Create what a push pool needs in your cloud (registry, roles or identities, cluster,
     network), with your credentials, and point the pool's template at it; creates the pool if
     needed. Running it again changes nothing."""
+    from skylane.provisioning.registry import ProvisionOptions
+
+    from . import pool_provision
+
     options = ProvisionOptions(
         region=region,
         project=project,
@@ -339,6 +345,8 @@ def deprovision(
     left alone."""
     credentials = parse_assignments(credential, "--credential") or None
     with make_client() as client:
+        from . import pool_provision
+
         pool_provision.deprovision(client, name, yes=yes, credentials=credentials)
 
 
@@ -346,4 +354,6 @@ def deprovision(
 def default_template(pool_type: TypeOption) -> None:
     """Print a pool type's default base job template (JSON); needs no server."""
     provider = parse_pool_type(pool_type, field="--type").provider
+    from skylane.adapters import adapter_class
+
     output.print_json(adapter_class(provider).default_template())

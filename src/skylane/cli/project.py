@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from skylane.deploy import DeployReport, deploy_project
-from skylane.project_file import DEFAULT_BASE_IMAGE, PROJECT_FILE_NAME, load_project_file
-from skylane.project_init import RECIPES, init_project
+from skylane.recipes import RECIPES
 
 from . import output
 from .common import Output, OutputOption, make_client
+
+if TYPE_CHECKING:
+    from skylane.deploy import DeployReport
+
+# The build and deploy modules load on use: every other command starts faster without them.
 
 
 def init(
@@ -34,8 +37,11 @@ def init(
     ] = "flows/etl.py:etl",
     pool: Annotated[str | None, typer.Option(help="The pool its runs go to.")] = None,
     base_image: Annotated[
-        str, typer.Option(help="Image the code and requirements are installed onto.")
-    ] = DEFAULT_BASE_IMAGE,
+        str | None,
+        typer.Option(
+            help="Image the code and requirements are installed onto [default: python:3.12-slim]."
+        ),
+    ] = None,
     git_url: Annotated[
         str | None, typer.Option(help="The git recipe's repository (code cloned at run time).")
     ] = None,
@@ -44,13 +50,16 @@ def init(
 ) -> None:
     """Write a commented skylane.yaml (and, where missing, an example flow and a
     requirements.txt); with --recipe, a project for a common setup with a short README."""
+    from skylane.project_file import DEFAULT_BASE_IMAGE
+    from skylane.project_init import init_project
+
     written = init_project(
         directory,
         name=name,
         recipe=recipe,
         entrypoint=entrypoint,
         pool=pool,
-        base_image=base_image,
+        base_image=base_image or DEFAULT_BASE_IMAGE,
         git_url=git_url,
         git_ref=git_ref,
         force=force,
@@ -69,7 +78,7 @@ def deploy(
         bool, typer.Option("--all", help="Every deployment of the file (the default).")
     ] = False,
     file: Annotated[Path, typer.Option("--file", "-f", help="The project file.")] = Path(
-        PROJECT_FILE_NAME
+        "skylane.yaml"
     ),
     build: Annotated[
         bool,
@@ -90,6 +99,9 @@ def deploy(
     """Build the project's image once, push it once, and register or update its deployments
     pinned to the pushed digest, with their schedules. Everything is checked (the file, the
     pools, the image name) before anything is built."""
+    from skylane.deploy import deploy_project
+    from skylane.project_file import load_project_file
+
     if names and all_deployments:
         raise typer.BadParameter("give deployment names or --all, not both")
     project = load_project_file(file)
