@@ -4,7 +4,6 @@ local bare git repository for a git-sourced deployment."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import boto3
 import pytest
 
 from skylane.images.registry import Registries
+from skylane.testing.git_repos import GitRemote
 from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.oci_registry import (
     LocalRegistry,
@@ -20,7 +20,7 @@ from skylane.testing.oci_registry import (
     registry_unavailable_reason,
 )
 from skylane.testing.server import ServerProcess, running_server
-from tests.e2e.conftest import FAST_SETTINGS, UUID_RE, write_etl_flow
+from tests.e2e.conftest import ETL_FLOW, FAST_SETTINGS, UUID_RE, write_etl_flow
 from tests.e2e.test_ecs_push import submitted_task
 
 
@@ -101,39 +101,17 @@ def test_a_flow_folder_becomes_a_scheduled_pinned_deployment_on_a_provisioned_ec
 def test_a_git_sourced_deployment_runs_the_pinned_commit_and_records_it(
     server: ServerProcess, tmp_path: Path
 ) -> None:
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
-
-    def git(cwd: Path, *args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.strip()
-
-    bare, work = tmp_path / "flows.git", tmp_path / "work"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    git(tmp_path, "clone", "--quiet", str(bare), str(work))
-    write_etl_flow(work)
-    git(work, "add", ".")
-    git(work, "commit", "--quiet", "-m", "first")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
-    pinned = git(work, "rev-parse", "HEAD")
+    remote = GitRemote.create(tmp_path, {"flows/etl.py": ETL_FLOW})
+    pinned = remote.head
 
     server.cli("pool", "create", "local", "--type", "process:push", check=True)
     server.cli(
         "init", "--recipe", "git", "--name", "etl", "--pool", "local",
-        "--git-url", f"file://{bare}", check=True,
+        "--git-url", remote.url, check=True,
     )  # fmt: skip
     server.cli("deploy", check=True, timeout=120)
     # A later push changes nothing for the deployment until it is deployed again.
-    (work / "flows" / "etl.py").write_text("def etl(day: str = 'x') -> None:\n    print('two')\n")
-    git(work, "commit", "--quiet", "-am", "second")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
+    remote.push({"flows/etl.py": "def etl(day: str = 'x') -> None:\n    print('two')\n"}, "2")
 
     deployment = server.cli_json("deployment", "inspect", "etl/etl")
     assert deployment["source"]["commit"] == pinned

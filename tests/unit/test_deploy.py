@@ -4,7 +4,6 @@ loopback OCI registry (Debian's docker-registry) and real git repositories."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from skylane.images.registry import Registries
 from skylane.models import Pool
 from skylane.project_file import load_project_file, parse_project_file
 from skylane.project_init import RECIPES, init_project
+from skylane.testing.git_repos import GitRemote
 from skylane.testing.oci_registry import (
     LocalRegistry,
     oci_registry,
@@ -340,47 +340,21 @@ def test_init_never_overwrites_and_names_what_is_wrong(tmp_path: Path) -> None:
 # --- git sources and the SDK -----------------------------------------------------------------
 
 
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(cwd),
-    }
-    done = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 @pytest.fixture
-def bare_repo(tmp_path: Path) -> tuple[Path, str]:
-    bare = tmp_path / "flows.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "--quiet", str(bare), str(work))
-    (work / "flows").mkdir()
-    (work / "flows" / "etl.py").write_text(FLOW)
-    git(work, "add", ".")
-    git(work, "commit", "--quiet", "-m", "one")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
-    return bare, git(work, "rev-parse", "HEAD")
+def remote(tmp_path: Path) -> GitRemote:
+    return GitRemote.create(tmp_path, {"flows/etl.py": FLOW})
 
 
 def test_git_recipe_pins_the_branch_to_its_commit(
-    client: SkylaneClient, bare_repo: tuple[Path, str], tmp_path: Path
+    client: SkylaneClient, remote: GitRemote, tmp_path: Path
 ) -> None:
-    bare, commit = bare_repo
     make_pool(client, "default", "process:push")
     directory = tmp_path / "deps-only"
-    init_project(
-        directory, recipe="git", git_url=f"file://{bare}", entrypoint="flows/etl.py:run_etl"
-    )
+    init_project(directory, recipe="git", git_url=remote.url, entrypoint="flows/etl.py:run_etl")
     report = deploy_project(load_project_file(directory / "skylane.yaml"), directory, client)
     (outcome,) = report.deployments
     assert outcome.deployment is not None and outcome.deployment.source is not None
-    assert outcome.deployment.source.commit == commit
+    assert outcome.deployment.source.commit == remote.head
     assert outcome.deployment.source.ref == "main"
     # The code is not here: the flow is named after the function, with no schema.
     assert outcome.full_name == "run_etl/deps-only"
@@ -418,11 +392,11 @@ def test_flow_decorator_keeps_the_function_callable_and_deploys_it(
 
 
 def test_flow_from_source_registers_a_git_sourced_deployment(
-    client: SkylaneClient, bare_repo: tuple[Path, str], tmp_path: Path
+    client: SkylaneClient, remote: GitRemote, tmp_path: Path
 ) -> None:
     from skylane import flow
 
-    bare, commit = bare_repo
+    bare, commit = remote.bare, remote.head
     make_pool(client, "local", "process:push")
     deployment = flow.from_source(str(bare), entrypoint="flows/etl.py:run_etl", ref="main").deploy(
         name="from-git", pool="local", interval=3600, project_dir=tmp_path, client=client

@@ -20,6 +20,7 @@ from skylane.api.app import create_app
 from skylane.models import Run, RunState
 from skylane.settings import Settings
 from skylane.store.repository import Store
+from skylane.testing.git_repos import GitRemote
 from tests.e2e.conftest import free_port
 
 FLOWS = """
@@ -303,36 +304,16 @@ def test_git_sourced_run_checks_out_the_pinned_commit_and_records_it(
     store: Store, live_api: str, tmp_path: Path
 ) -> None:
     # The remote: a bare repository whose main moves on after the deployment pinned a commit.
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-    }
-
-    def git(cwd: Path, *args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    bare, work = tmp_path / "etl.git", tmp_path / "work"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(bare))
-    git(tmp_path, "clone", "--quiet", str(bare), str(work))
-    (work / "flows").mkdir()
-    (work / "flows" / "sample.py").write_text("def greet():\n    print('from commit one')\n")
-    git(work, "add", ".")
-    git(work, "commit", "--quiet", "-m", "one")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
-    pinned = git(work, "rev-parse", "HEAD")
-    (work / "flows" / "sample.py").write_text("def greet():\n    print('from commit two')\n")
-    git(work, "commit", "--quiet", "-am", "two")
-    git(work, "push", "--quiet", "origin", "HEAD:main")
+    remote = GitRemote.create(
+        tmp_path, {"flows/sample.py": "def greet():\n    print('from commit one')\n"}
+    )
+    pinned = remote.head
+    remote.push({"flows/sample.py": "def greet():\n    print('from commit two')\n"}, "two")
 
     run, token = claimed_run(store, "greet")
     store.update_deployment(
         run.deployment_id,
-        {"source": {"git": f"file://{bare}", "ref": "main", "commit": pinned}},
+        {"source": {"git": remote.url, "ref": "main", "commit": pinned}},
     )
     empty = tmp_path / "image-workdir"
     empty.mkdir()
