@@ -286,9 +286,9 @@ def test_run_logs_falls_back_to_the_container_logs_api(
 
 
 def test_cancel_stops_then_deletes_the_group_and_its_process(
-    azure_each_db: ServerProcess, emulator: AciEmulator
+    azure: ServerProcess, emulator: AciEmulator
 ) -> None:
-    azure = azure_each_db
+    # SQLite only: cancelling on PostgreSQL is covered by tests/e2e/test_run_path.py.
     run_id = start_run(azure, "--param", "seconds=120")
     azure.wait_for_state(run_id, {"RUNNING"})
     assert live_processes(emulator) == 1  # the flow is sleeping inside its "container"
