@@ -15,24 +15,24 @@ The same function serves the CLI and the SDK's `Flow.deploy`.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from skylane.client import SkylaneClient
-from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
+from skylane.entrypoints import describe_flow, parse_entrypoint
 from skylane.errors import InvalidInput, NotFound
 from skylane.git_source import resolve_commit
 from skylane.images.build import BuildResult, BuildSpec, build_image, plan_image
+from skylane.images.cloud_registry_auth import registry_kind
 from skylane.images.layers import IGNORE_FILES
 from skylane.images.reference import parse_reference
 from skylane.images.registry import Registries
 from skylane.models import Deployment, GitSource, Pool, Schedule
-from skylane.pool_types import parse_pool_type
+from skylane.pool_types import parse_pool_type, with_default_working_dir
 from skylane.project_file import DeploymentSpec, ProjectFile, ScheduleEntry
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ Progress = Callable[[str], None]
 @dataclass
 class ImageOutcome:
     """What happened to the image: `reference` is the pinned `repo@sha256:...` (None when no
-    deployment needs an image), `action` one of built, unchanged, resolved, not-pushed, none."""
+    deployment needs an image); `action`: pushed, unchanged (nothing uploaded), built (by
+    docker), resolved (--no-build), not pushed (--no-push) or none."""
 
     reference: str | None
     action: str
@@ -117,10 +118,6 @@ def _needs_image(spec: DeploymentSpec, pool: Pool) -> bool:
     return spec.image is None and parse_pool_type(pool.type).provider != "process"
 
 
-def is_ecr_repository(image: str) -> bool:
-    return ".dkr.ecr." in parse_reference(image).registry
-
-
 def default_image(
     project: ProjectFile,
     needing: list[tuple[int, DeploymentSpec]],
@@ -153,7 +150,7 @@ def default_image(
             field="build.image",
         )
     (repository,) = repositories
-    if is_ecr_repository(repository):
+    if registry_kind(parse_reference(repository).registry) == "ecr":
         return f"{repository}:{tag or project.name}"
     return f"{repository}/{project.name}:{tag or 'latest'}"
 
@@ -161,17 +158,14 @@ def default_image(
 def _pinned_sources(
     selected: list[tuple[int, DeploymentSpec]], progress: Progress
 ) -> dict[str, GitSource]:
+    """Each git source with the commit its ref points at now (a commit given stays)."""
     pinned: dict[str, GitSource] = {}
     for index, spec in selected:
-        if spec.source is None:
+        source = spec.source
+        if source is None:
             continue
-        source = GitSource(
-            git=spec.source.git,
-            ref=spec.source.ref,
-            credentials=({"env": spec.source.credentials.env} if spec.source.credentials else None),
-        )
         try:
-            commit = resolve_commit(source)
+            commit = source.commit or resolve_commit(source)
         except InvalidInput as exc:
             exc.field = f"deployments[{index}].{exc.field or 'source'}"
             raise
@@ -328,11 +322,7 @@ def flow_name_of(spec: DeploymentSpec, base_dir: Path) -> tuple[str, dict[str, A
     entrypoint = parse_entrypoint(spec.entrypoint)
     if spec.source is not None and not (base_dir / entrypoint.path).exists():
         return entrypoint.function, {}
-    # The user's module may print while it loads: keep stdout for our own output.
-    with contextlib.redirect_stdout(sys.stderr):
-        fn = load_entrypoint(spec.entrypoint, base_dir)
-    name = getattr(fn, "flow_name", None) or getattr(fn, "__name__", None) or entrypoint.function
-    return str(name), parameter_schema(fn)
+    return describe_flow(spec.entrypoint, base_dir)
 
 
 def _schedule_key(values: dict[str, Any]) -> tuple[Any, ...]:
@@ -341,7 +331,8 @@ def _schedule_key(values: dict[str, Any]) -> tuple[Any, ...]:
         values.get("interval_seconds"),
         values.get("rrule"),
         values.get("timezone") or "UTC",
-        tuple(sorted((values.get("parameters") or {}).items(), key=lambda kv: kv[0])),
+        # JSON text: parameters may nest, and {"a": 1} must equal {"a": 1} in any key order.
+        json.dumps(values.get("parameters") or {}, sort_keys=True),
         bool(values.get("active", True)),
         str(values.get("catchup") or "latest"),
     )
@@ -370,22 +361,6 @@ def _desired_fields(
         "description": spec.description,
         "concurrency_limit": spec.concurrency_limit,
     }
-
-
-def _with_working_dir(
-    job_variables: dict[str, Any], spec: DeploymentSpec, pool: Pool, base_dir: Path
-) -> dict[str, Any]:
-    """A process pool runs the entrypoint on the server's machine: unless told otherwise, in
-    the project's directory (the server may run anywhere). Git-sourced code brings its own."""
-    properties = pool.base_job_template.get("variables", {}).get("properties", {})
-    if (
-        parse_pool_type(pool.type).provider != "process"
-        or spec.source is not None
-        or "working_dir" in job_variables
-        or "working_dir" not in properties
-    ):
-        return job_variables
-    return {**job_variables, "working_dir": str(base_dir.resolve())}
 
 
 def register(
@@ -459,7 +434,14 @@ def deploy_project(
     pools = _pools(client, selected)
     needing = [(i, s) for i, s in selected if _needs_image(s, pools[s.pool])]
     target = default_image(project, needing, pools, tag) if needing else None
-    flows = {spec.name: flow_name_of(spec, base) for _, spec in selected}
+    # Loading an entrypoint runs the user's module: once per entrypoint, not per deployment.
+    described: dict[tuple[str, bool], tuple[str, dict[str, Any]]] = {}
+    flows: dict[str, tuple[str, dict[str, Any]]] = {}
+    for _, spec in selected:
+        key = (spec.entrypoint, spec.source is not None)
+        if key not in described:
+            described[key] = flow_name_of(spec, base)
+        flows[spec.name] = described[key]
     sources = _pinned_sources(selected, say)
 
     if target is None:
@@ -488,6 +470,9 @@ def deploy_project(
         pool = pools[spec.pool]
         pinned = image.reference if _needs_image(spec, pool) else None
         desired = _desired_fields(spec, image=pinned, source=sources.get(spec.name), schema=schema)
-        desired["job_variables"] = _with_working_dir(desired["job_variables"], spec, pool, base)
+        if spec.source is None:  # git-sourced code brings its own directory
+            desired["job_variables"] = with_default_working_dir(
+                pool.type, pool.base_job_template, desired["job_variables"], base
+            )
         outcomes.append(register(client, spec, flow_name, desired))
     return DeployReport(image=image, deployments=outcomes)

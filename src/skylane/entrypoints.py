@@ -167,6 +167,18 @@ def load_entrypoint(
     return _get_function(module, entrypoint, where)
 
 
+def describe_flow(
+    value: str, base_dir: str | os.PathLike[str] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(flow name, parameter schema) of an entrypoint, loading it as `load_entrypoint` does.
+    The flow name is `@flow(name=...)`'s when given, else the function's. Whatever the module
+    prints while it loads goes to stderr: stdout belongs to the caller (a CLI's output)."""
+    with contextlib.redirect_stdout(sys.stderr):
+        fn = load_entrypoint(value, base_dir)
+    name = getattr(fn, "flow_name", None) or getattr(fn, "__name__", None)
+    return str(name or parse_entrypoint(value).function), parameter_schema(fn)
+
+
 def _module_name_for(resolved: Path) -> str:
     """The file's own stem when that names nothing importable, so the flow's
     `logging.getLogger(__name__)` reads as the user wrote it; otherwise a unique name, so

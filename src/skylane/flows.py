@@ -138,9 +138,9 @@ class SourcedFlow(_Deployable):
         ref: str | None = None,
         credentials_env: str | None = None,
     ) -> None:
-        from skylane.project_file import GitSource as GitSpec
+        from skylane.models import GitSource
 
-        self.source = GitSpec(
+        self.source = GitSource(
             git=git,
             ref=ref,
             credentials={"env": credentials_env} if credentials_env else None,

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from skylane.errors import IllegalTransition
 from skylane.schedules import CatchUp
@@ -105,35 +106,71 @@ class Pool(_Model):
 
 
 GIT_COMMIT_PATTERN = r"^[0-9a-f]{40}([0-9a-f]{24})?$"
+_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GIT_URL = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[\w.-]+@[\w.-]+:\S+|/\S*)$")
+_URL_WITH_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@")
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    # No context: the message is used as is (no "Value error, " prefix, no formatting).
+    return PydanticCustomError("invalid", message)
 
 
 class SecretReference(_Model):
     """Where a secret is found at run time (an environment variable of the container, filled
     from the provider's secret store); never the secret itself."""
 
-    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    model_config = ConfigDict(from_attributes=True, extra="forbid")
+
+    env: str = Field(description="Name of the environment variable holding the secret.")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        if not _ENV_VAR.match(value):
+            raise _invalid(
+                "must be the name of an environment variable (letters, digits and '_', "
+                "not starting with a digit), e.g. GIT_TOKEN"
+            )
+        return value
 
 
 class GitSource(_Model):
-    """A deployment's code cloned from git at run time instead of baked into the image.
-    `commit` is the commit `ref` pointed at when the deployment was registered: runs check
-    out exactly that, so a push to the branch changes nothing until the next deploy."""
+    """A deployment's code cloned from git at run time instead of baked into the image (the
+    API's and the project file's `source`). `commit` is the commit `ref` pointed at when the
+    deployment was registered: runs check out exactly that, so a push to the branch changes
+    nothing until the next deploy."""
 
     model_config = ConfigDict(from_attributes=True, extra="forbid")
 
-    git: str = Field(min_length=1)
-    ref: str | None = None
+    git: str = Field(description="Repository URL: https://, ssh://, git@host:path or file://.")
+    ref: str | None = Field(default=None, description="Branch, tag or commit; default branch.")
     commit: str | None = Field(default=None, pattern=GIT_COMMIT_PATTERN)
     credentials: SecretReference | None = None
 
     @field_validator("git")
     @classmethod
-    def _no_secret_in_url(cls, value: str) -> str:
-        if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", value):
-            # The value is not echoed: the part before '@' is a password or token.
-            raise ValueError(
-                "must not contain a password or token; name an environment variable holding "
-                "it in credentials: {env: GIT_TOKEN}"
+    def _git(cls, value: str) -> str:
+        if _URL_WITH_PASSWORD.match(value):
+            # Never echo it: the part before '@' is a password or token.
+            raise _invalid(
+                "must not contain a password or token; put the secret in an environment "
+                "variable and name it in credentials: {env: GIT_TOKEN}"
+            )
+        if not _GIT_URL.match(value):
+            raise _invalid(
+                "must be a git repository URL (https://, ssh://, git@host:path, file:// or an "
+                "absolute path)"
+            )
+        return value
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _credentials(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (dict, SecretReference)):
+            raise _invalid(
+                "must be a secret reference such as {env: GIT_TOKEN}, never the secret itself "
+                "(the value given is not shown)"
             )
         return value
 

@@ -4,6 +4,8 @@ plane), with the aliases users bring from other tools."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from skylane.errors import InvalidInput
 
@@ -38,3 +40,19 @@ def parse_pool_type(value: str, *, field: str = "type") -> PoolType:
         choices = ", ".join(f"{p}, {p}:push" for p in sorted(known))
         raise InvalidInput(f"unknown pool type {value!r}; known types: {choices}", field=field)
     return PoolType(provider=provider, push=suffix == "push")
+
+
+def with_default_working_dir(
+    pool_type: str, template: dict[str, Any], job_variables: dict[str, Any], directory: Path
+) -> dict[str, Any]:
+    """A process pool runs the entrypoint on the server's machine: unless told otherwise, in
+    `directory`, where the code was found (the server may well run elsewhere). Other pools, and
+    templates without a `working_dir` variable, get `job_variables` as they are."""
+    properties = template.get("variables", {}).get("properties", {})
+    if (
+        parse_pool_type(pool_type).provider != "process"
+        or "working_dir" in job_variables
+        or "working_dir" not in properties
+    ):
+        return job_variables
+    return {**job_variables, "working_dir": str(directory.resolve())}

@@ -32,6 +32,7 @@ from skylane.api.schemas import NAME_PATTERN, ScheduleCreate
 from skylane.entrypoints import parse_entrypoint
 from skylane.errors import InvalidInput
 from skylane.images.reference import parse_reference
+from skylane.models import GitSource, SecretReference
 from skylane.schedules import CatchUp, ScheduleSpec, check_timezone, parse_schedule
 
 __all__ = [
@@ -58,12 +59,10 @@ DEFAULT_REQUIREMENTS = "requirements.txt"
 
 _NAME = re.compile(NAME_PATTERN)
 _PLATFORM = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # PnW / PnD / PTnHnMnS; years and months are left out on purpose: their length varies.
 _DURATION = re.compile(
     r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+)S)?)?$"
 )
-_GIT_URL = re.compile(r"^(?:(?:https?|ssh|git|file)://\S+|[\w.-]+@[\w.-]+:\S+|/\S*)$")
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api_?key|credential|private_?key", re.I)
 
 
@@ -247,55 +246,8 @@ class ScheduleEntry(_Spec):
 # --- code source ---------------------------------------------------------------------------
 
 
-class SecretRef(_Spec):
-    """Where a secret comes from at run time; never the secret itself."""
-
-    env: str = Field(description="Name of the environment variable holding the secret.")
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: str) -> str:
-        if not _ENV_VAR.match(value):
-            raise _invalid(
-                "must be the name of an environment variable (letters, digits and '_', "
-                "not starting with a digit), e.g. GIT_TOKEN"
-            )
-        return value
-
-
-class GitSource(_Spec):
-    """The deployment's code is cloned from git at run time instead of being in the image."""
-
-    git: str = Field(description="Repository URL: https://, ssh://, git@host:path or file://.")
-    ref: str | None = Field(default=None, description="Branch, tag or commit; default branch.")
-    credentials: SecretRef | None = None
-
-    @field_validator("git")
-    @classmethod
-    def _git(cls, value: str) -> str:
-        if not _GIT_URL.match(value):
-            raise _invalid(
-                "must be a git repository URL (https://, ssh://, git@host:path, file:// or an "
-                "absolute path)"
-            )
-        if re.match(r"^[a-z]+://[^/@]*:[^/@]*@", value):
-            # Never echo it: the part before '@' is a password or token.
-            raise _invalid(
-                "must not contain a password or token; put the secret in an environment "
-                "variable and name it in credentials: {env: GIT_TOKEN}"
-            )
-        return value
-
-    @field_validator("credentials", mode="before")
-    @classmethod
-    def _credentials(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, (dict, SecretRef)):
-            raise _invalid(
-                "must be a secret reference such as {env: GIT_TOKEN}, never the secret itself "
-                "(the value given is not shown)"
-            )
-        return value
-
+# The same models as the API's: one set of rules for a `source` wherever it is written.
+SecretRef = SecretReference
 
 # --- deployments and project ---------------------------------------------------------------
 

@@ -462,3 +462,21 @@ def test_deployment_and_run_commands(
     assert cancelled.exit_code == 1 and "already FAILED" in cancelled.stderr
 
     assert invoke(runner, "deployment", "delete", deployed, "--yes").exit_code == 0
+
+
+def test_deployment_create_names_the_flow_as_flow_does(
+    cli_api: TestClient, runner: CliRunner, tmp_path: Path
+) -> None:
+    # The same flow name as `skylane deploy` gives it: @flow(name=...) over the function's.
+    (tmp_path / "named.py").write_text(
+        "from skylane import flow\n\n@flow(name='etl')\ndef run_etl(n: int = 1):\n    return n\n"
+    )
+    assert invoke(runner, "pool", "create", "local", "--type", "process:push").exit_code == 0
+    result = invoke(
+        runner, "deployment", "create", "nightly", "--entrypoint", "named.py:run_etl",
+        "--pool", "local", "--base-dir", str(tmp_path), "--output", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    created = json.loads(result.stdout)
+    assert (created["flow_name"], created["name"]) == ("etl", "nightly")
+    assert created["job_variables"] == {"working_dir": str(tmp_path.resolve())}

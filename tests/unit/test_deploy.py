@@ -290,6 +290,43 @@ def test_the_default_image_is_in_the_pools_provisioned_registry(tmp_path: Path) 
         image_for(["ecr", "gar"])
 
 
+def test_nested_schedule_parameters_and_a_shared_entrypoint_change_nothing_on_redeploy(
+    client: SkylaneClient, tmp_path: Path
+) -> None:
+    make_pool(client, "local", "process:push")
+    directory = project_dir(
+        tmp_path,
+        """
+name: etl
+deployments:
+  - name: a
+    entrypoint: flows/etl.py:run_etl
+    pool: local
+    schedules: [{interval: 600, parameters: {window: {from: monday, to: friday}}}]
+  - name: b
+    entrypoint: flows/etl.py:run_etl
+    pool: local
+""",
+    )
+    # Count how often deploy runs the user's module.
+    flow = directory / "flows" / "etl.py"
+    counter = tmp_path / "loads"
+    flow.write_text(
+        f"open({str(counter)!r}, 'a').write('x')\n"
+        "from skylane import flow\n\n"
+        "@flow(name='etl')\n"
+        "def run_etl(window: dict | None = None) -> None:\n"
+        "    print(window)\n"
+    )
+    project = load_project_file(directory / "skylane.yaml")
+    deploy_project(project, directory, client)
+    assert counter.read_text() == "x"  # two deployments, one entrypoint: loaded once
+    (schedule,) = client.list_schedules(client.get_deployment_by_name("etl/a").id)
+    again = deploy_project(project, directory, client)
+    assert [d.action for d in again.deployments] == ["unchanged", "unchanged"]
+    assert [s.id for s in client.list_schedules(schedule.deployment_id)] == [schedule.id]
+
+
 def test_process_pools_need_no_image(client: SkylaneClient, tmp_path: Path) -> None:
     make_pool(client, "local", "process:push")
     directory = project_dir(

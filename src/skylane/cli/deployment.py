@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +11,7 @@ import typer
 from skylane.client import SkylaneClient
 from skylane.errors import NotFound
 from skylane.models import Deployment, Run, RunState, Schedule
-from skylane.pool_types import parse_pool_type
+from skylane.pool_types import with_default_working_dir
 
 from . import output, schedule
 from .common import (
@@ -68,15 +66,11 @@ def create(
     parameters = parse_assignments(param, "--param")
     job_variables = parse_assignments(job_variable, "--job-variable")
     schedule_body = schedule.schedule_body(cron, interval, rrule, timezone)
-    from skylane.entrypoints import load_entrypoint, parameter_schema, parse_entrypoint
+    from skylane.entrypoints import describe_flow
 
-    # The user's module may print while it loads: keep stdout for our own output.
-    with contextlib.redirect_stdout(sys.stderr):
-        fn = load_entrypoint(entrypoint, base_dir)
-        schema = parameter_schema(fn)
-    flow_name = getattr(fn, "__name__", None) or parse_entrypoint(entrypoint).function
+    flow_name, schema = describe_flow(entrypoint, base_dir)
     with make_client() as client:
-        _default_working_dir(client, pool, job_variables, base_dir)
+        job_variables = _default_working_dir(client, pool, job_variables, base_dir)
         deployment = client.create_deployment(
             flow_name=flow_name,
             name=name,
@@ -103,18 +97,14 @@ def create(
 
 def _default_working_dir(
     client: SkylaneClient, pool: str, job_variables: dict[str, Any], base_dir: Path | None
-) -> None:
-    """A process pool runs the entrypoint on this machine: unless told otherwise, run it where
-    it was found (the server may well have been started in another directory)."""
-    if "working_dir" in job_variables:
-        return
+) -> dict[str, Any]:
     try:
         target = client.get_pool(pool)
     except NotFound:
-        return  # the create call below reports the missing pool
-    properties = target.base_job_template.get("variables", {}).get("properties", {})
-    if parse_pool_type(target.type).provider == "process" and "working_dir" in properties:
-        job_variables["working_dir"] = str((base_dir or Path.cwd()).resolve())
+        return job_variables  # the create call below reports the missing pool
+    return with_default_working_dir(
+        target.type, target.base_job_template, job_variables, base_dir or Path.cwd()
+    )
 
 
 @app.command("ls")
