@@ -16,7 +16,6 @@ The same function serves the CLI and the SDK's `Flow.deploy`.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,6 @@ from skylane.images.registry import Registries
 from skylane.models import Deployment, GitSource, Pool, Schedule
 from skylane.pool_types import parse_pool_type, with_default_working_dir
 from skylane.project_file import DeploymentSpec, ProjectFile, ScheduleEntry
-
-log = logging.getLogger(__name__)
 
 RUNTIME_COMMAND = ("skylane", "run", "execute")
 PROJECT_LABEL = "io.skylane.project"
@@ -456,8 +453,6 @@ def deploy_project(
         finally:
             if own:
                 registries.close()
-    for warning in image.warnings:
-        log.warning("%s", warning)
 
     outcomes: list[DeploymentOutcome] = []
     for _, spec in selected:

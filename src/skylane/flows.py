@@ -20,12 +20,19 @@ those of `skylane deploy`.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from skylane.errors import InvalidInput
-from skylane.models import Deployment
+from skylane.models import Deployment, GitSource
+
+if TYPE_CHECKING:
+    from skylane.client import SkylaneClient
+    from skylane.images.registry import Registries
+
+log = logging.getLogger(__name__)
 
 
 class _Deployable:
@@ -33,8 +40,11 @@ class _Deployable:
 
     description: str | None = None
 
-    def _code(self, project_dir: Path) -> tuple[str, Any]:
+    def _code(self, project_dir: Path) -> tuple[str, GitSource | None]:
         """(entrypoint, git source or None)."""
+        raise NotImplementedError
+
+    def _project_name(self) -> str:
         raise NotImplementedError
 
     def deploy(
@@ -55,8 +65,8 @@ class _Deployable:
         project_dir: str | Path | None = None,
         base_image: str | None = None,
         build: bool = True,
-        client: Any = None,
-        registries: Any = None,
+        client: SkylaneClient | None = None,
+        registries: Registries | None = None,
     ) -> Deployment:
         """Register (or update) deployment `name` on `pool`, as `skylane deploy` would for a
         one-deployment project file, and return it. `image`: a name, optionally with a tag, to
@@ -66,6 +76,8 @@ class _Deployable:
         base = Path(project_dir or Path.cwd()).resolve()
         entrypoint, source = self._code(base)
         return _deploy_one(
+            # Names the image repository when the pool's registry is used (REPO/<flow>).
+            project_name=self._project_name(),
             project_dir=base,
             name=name,
             pool=pool,
@@ -123,8 +135,11 @@ class Flow(_Deployable):
             ) from None
         return f"{relative.as_posix()}:{self.fn.__name__}"
 
-    def _code(self, project_dir: Path) -> tuple[str, Any]:
+    def _code(self, project_dir: Path) -> tuple[str, GitSource | None]:
         return self.entrypoint(project_dir), None
+
+    def _project_name(self) -> str:
+        return self.flow_name
 
 
 class SourcedFlow(_Deployable):
@@ -138,8 +153,6 @@ class SourcedFlow(_Deployable):
         ref: str | None = None,
         credentials_env: str | None = None,
     ) -> None:
-        from skylane.models import GitSource
-
         self.source = GitSource(
             git=git,
             ref=ref,
@@ -147,8 +160,11 @@ class SourcedFlow(_Deployable):
         )
         self.entrypoint = entrypoint
 
-    def _code(self, project_dir: Path) -> tuple[str, Any]:
+    def _code(self, project_dir: Path) -> tuple[str, GitSource | None]:
         return self.entrypoint, self.source
+
+    def _project_name(self) -> str:
+        return self.entrypoint.rpartition(":")[2]
 
 
 def _schedule(
@@ -162,11 +178,12 @@ def _schedule(
 
 def _deploy_one(
     *,
+    project_name: str,
     project_dir: Path,
     name: str,
     pool: str,
     entrypoint: str,
-    source: Any,
+    source: GitSource | None,
     image: str | None,
     schedule: dict[str, Any] | None,
     parameters: Mapping[str, Any] | None,
@@ -176,8 +193,8 @@ def _deploy_one(
     concurrency_limit: int | None,
     base_image: str | None,
     build: bool,
-    client: Any,
-    registries: Any,
+    client: SkylaneClient | None,
+    registries: Registries | None,
 ) -> Deployment:
     from skylane.deploy import deploy_project
     from skylane.images.reference import parse_reference
@@ -210,13 +227,10 @@ def _deploy_one(
     build_settings: dict[str, Any] = {"base_image": base_image or DEFAULT_BASE_IMAGE}
     if image_name:
         build_settings["image"] = image_name
-    requirements = project_dir / "requirements.txt"
-    if requirements.is_file():
-        build_settings["requirements"] = "requirements.txt"
+    # requirements.txt, when the directory has one, is used as `skylane deploy` would.
     project = validate_project(
-        {"name": name, "build": build_settings, "deployments": [deployment]},
+        {"name": project_name, "build": build_settings, "deployments": [deployment]},
         base_dir=project_dir,
-        check_files=source is None,
     )
     own = client is None
     if own:
@@ -230,6 +244,8 @@ def _deploy_one(
     finally:
         if own:
             client.close()
+    for warning in report.image.warnings:
+        log.warning("%s", warning)
     (outcome,) = report.deployments
     assert outcome.deployment is not None
     return outcome.deployment

@@ -158,8 +158,13 @@ def resolve_commit(source: GitSource, *, environ: Mapping[str, str] | None = Non
         if name in found:
             return found[name]
     if found:
-        # A short name matched several refs (e.g. refs/remotes/...); take a branch first.
-        return next(iter(found.values()))
+        # ls-remote matches name suffixes (x/main for main): never guess which one was meant.
+        raise GitSourceError(
+            f"{source.git} has no branch or tag named {ref!r}, only refs ending in it: "
+            + ", ".join(sorted(found))
+            + " (source.ref: give the full name, e.g. refs/heads/...)",
+            field="source.ref",
+        )
     raise GitSourceError(
         f"{source.git} has no branch or tag named {ref!r} (source.ref)", field="source.ref"
     )

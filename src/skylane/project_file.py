@@ -327,17 +327,11 @@ def parse_project_file(
 
 
 def validate_project(
-    data: Any,
-    *,
-    base_dir: str | Path | None = None,
-    check_files: bool = True,
-    what: str = "the deployment",
+    data: Any, *, base_dir: str | Path | None = None, what: str = "the deployment"
 ) -> ProjectFile:
     """Validate a project given as data (the SDK's `Flow.deploy`), with the same checks and
     messages as a file, without line numbers."""
-    return _validate(
-        data, _Lines(), base_dir=base_dir if check_files else None, filename=what, numbered=False
-    )
+    return _validate(data, _Lines(), base_dir=base_dir, filename=what, numbered=False)
 
 
 def _validate(

@@ -8,7 +8,12 @@ import pytest
 
 from skylane.git_source import GitSourceError, checkout, resolve_commit
 from skylane.models import GitSource, SecretReference
-from skylane.testing.git_repos import GitRemote, git_environment, git_unavailable_reason
+from skylane.testing.git_repos import (
+    GitRemote,
+    git_environment,
+    git_unavailable_reason,
+    run_git,
+)
 
 pytestmark = pytest.mark.skipif(
     git_unavailable_reason() is not None, reason=git_unavailable_reason() or ""
@@ -61,6 +66,19 @@ def test_an_unknown_ref_names_the_field(remote: GitRemote, env: dict[str, str]) 
         resolve_commit(GitSource(git=str(remote.bare), ref="nope"), environ=env)
     assert caught.value.field == "source.ref"
     assert "nope" in str(caught.value)
+
+
+def test_a_ref_that_only_ends_another_ref_is_not_guessed(
+    remote: GitRemote, env: dict[str, str]
+) -> None:
+    # ls-remote's pattern "etl" also matches refs/heads/team/etl: that is not branch "etl".
+    run_git(remote.work, "push", "--quiet", "origin", "HEAD:refs/heads/team/etl")
+    with pytest.raises(GitSourceError) as caught:
+        resolve_commit(GitSource(git=str(remote.bare), ref="etl"), environ=env)
+    assert caught.value.field == "source.ref"
+    assert "refs/heads/team/etl" in str(caught.value)
+    full = resolve_commit(GitSource(git=str(remote.bare), ref="refs/heads/team/etl"), environ=env)
+    assert full == remote.head
 
 
 def test_a_commit_the_remote_does_not_have_fails_with_gits_reason(

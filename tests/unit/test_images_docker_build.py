@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from skylane.deploy import RUNTIME_COMMAND
 from skylane.errors import ConfigurationError, InvalidInput, PermanentProviderError
 from skylane.images.build import BuildSpec
 from skylane.images.docker_build import (
-    DEPLOY_ENTRYPOINT,
     automatic_dockerfile,
     automatic_dockerignore,
     docker_build_and_push,
@@ -119,7 +119,7 @@ def spec_for(project: Path, **kwargs: object) -> BuildSpec:
         "platform": "linux/arm64",
         "requirements": project / "requirements.txt",
         "env": {"SKYLANE_API_URL": "http://control-plane:4200", "TOKEN_FILE": '/run/$HOME"x'},
-        "entrypoint": DEPLOY_ENTRYPOINT,
+        "entrypoint": RUNTIME_COMMAND,
         "labels": {"org.skylane.project": "demo", "org.opencontainers.image.title": "etl app"},
     }
     options.update(kwargs)

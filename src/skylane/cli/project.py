@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -105,10 +106,8 @@ def deploy(
     if names and all_deployments:
         raise typer.BadParameter("give deployment names or --all, not both")
     project = load_project_file(file)
-    messages: list[str] = []
 
     def progress(message: str) -> None:
-        messages.append(message)
         if output_format is not Output.JSON:
             output.print_text(message, err=True)
 
@@ -130,15 +129,7 @@ def deploy(
 
 def _as_json(report: DeployReport) -> dict[str, object]:
     return {
-        "image": {
-            "reference": report.image.reference,
-            "action": report.image.action,
-            "tag": report.image.tag,
-            "bytes_uploaded": report.image.bytes_uploaded,
-            "blobs_uploaded": report.image.blobs_uploaded,
-            "builder": report.image.builder,
-            "warnings": report.image.warnings,
-        },
+        "image": dataclasses.asdict(report.image),
         "deployments": [
             {
                 "name": d.full_name,

@@ -9,7 +9,7 @@ whether one is, and why not.
   base (pinned by digest when known), the requirements installed with pip at `packages_path`
   in a layer of their own (cached by Docker while the requirements file is unchanged), the
   project at `project_path`, the same PYTHONPATH/PATH/env, working directory and
-  entrypoint/cmd (for deployments `["skylane", "run", "execute"]`, `DEPLOY_ENTRYPOINT`).
+  entrypoint/cmd (`skylane deploy` sets cmd to `skylane run execute`).
   Labels go on `docker build`'s command line. Beside it goes `Dockerfile.dockerignore` (which
   BuildKit reads in preference to the context's `.dockerignore`), with the daemonless build's
   exclusions (`.git`, `__pycache__`, `*.pyc`, `.venv`, then the patterns of the project's
@@ -51,7 +51,6 @@ from skylane.images.build import BuildSpec, mask_url_credentials
 from skylane.images.layers import DEFAULT_EXCLUDES
 from skylane.images.reference import parse_reference
 
-DEPLOY_ENTRYPOINT: tuple[str, ...] = ("skylane", "run", "execute")
 ENGINE_TIMEOUT = 5.0
 BUILD_TIMEOUT = 1800.0
 PUSH_TIMEOUT = 900.0
@@ -406,7 +405,6 @@ def _repo_digest(binary: str, tagged: str) -> str:
 
 
 __all__ = [
-    "DEPLOY_ENTRYPOINT",
     "automatic_dockerfile",
     "automatic_dockerignore",
     "docker_build_and_push",

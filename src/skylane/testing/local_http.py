@@ -199,6 +199,15 @@ class LocalHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
+    def send_json(self, status: int, body: Any) -> None:
+        """Answer `status` with `body` as JSON."""
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def drop(self) -> None:
         """Close the connection without answering."""
         self.close_connection = True

@@ -57,18 +57,10 @@ class _GoogleTokenHandler(LocalHandler):
     def do_POST(self) -> None:  # noqa: N802
         service: GoogleTokenServer = self.server.service
         if urlsplit(self.path).path != "/token":
-            return self._answer(404, {"error": "not_found"})
+            return self.send_json(404, {"error": "not_found"})
         form = {k: v[0] for k, v in parse_qs(self.read_body().decode()).items()}
         status, body = service.grant(form)
-        self._answer(status, body)
-
-    def _answer(self, status: int, body: Mapping[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(status, body)
 
 
 class GoogleTokenServer(LocalService):

@@ -245,7 +245,7 @@ class _TokenHandler(LocalHandler):
         service: TokenServer = self.server.service
         url = urlsplit(self.path)
         if url.path != "/token":
-            return self._answer(404, {"error": "not found"})
+            return self.send_json(404, {"error": "not found"})
         query = parse_qs(url.query)
         scopes = query.get("scope", [])
         account = None
@@ -257,7 +257,7 @@ class _TokenHandler(LocalHandler):
                 name, password = "", ""
             if service.users.get(name) != password or not name:
                 service.record(TokenRequest(name or None, scopes, "password", 401))
-                return self._answer(401, {"errors": [{"code": "UNAUTHORIZED"}]})
+                return self.send_json(401, {"errors": [{"code": "UNAUTHORIZED"}]})
             account = name
         self._grant(service, account, scopes, "password")
 
@@ -266,30 +266,30 @@ class _TokenHandler(LocalHandler):
         if urlsplit(self.path).path == "/oauth2/exchange":
             return self._exchange(service)
         if urlsplit(self.path).path != "/token":
-            return self._answer(404, {"error": "not found"})
+            return self.send_json(404, {"error": "not found"})
         form = parse_qs(self.read_body().decode())
         scopes = " ".join(form.get("scope", [])).split()
         if form.get("grant_type") != ["refresh_token"]:
-            return self._answer(400, {"error": "unsupported_grant_type"})
+            return self.send_json(400, {"error": "unsupported_grant_type"})
         account = service.refresh_tokens.get((form.get("refresh_token") or [""])[0])
         if account is None:
             service.record(TokenRequest(None, scopes, "refresh_token", 401))
-            return self._answer(401, {"error": "invalid_grant"})
+            return self.send_json(401, {"error": "invalid_grant"})
         self._grant(service, account, scopes, "refresh_token")
 
     def _exchange(self, service: TokenServer) -> None:
         """ACR's `/oauth2/exchange`: an Entra access token for a refresh token of its user."""
         form = parse_qs(self.read_body().decode())
         if form.get("grant_type") != ["access_token"]:
-            return self._answer(400, {"error": "unsupported_grant_type"})
+            return self.send_json(400, {"error": "unsupported_grant_type"})
         account = service.accepted_access_tokens.get((form.get("access_token") or [""])[0])
         if account is None:
             service.record(TokenRequest(None, [], "access_token", 401))
-            return self._answer(
+            return self.send_json(
                 401, {"errors": [{"code": "UNAUTHORIZED", "message": "invalid access token"}]}
             )
         service.record(TokenRequest(account, [], "access_token", 200))
-        self._answer(200, {"refresh_token": service.issue_refresh_token(account)})
+        self.send_json(200, {"refresh_token": service.issue_refresh_token(account)})
 
     def _grant(
         self, service: TokenServer, account: str | None, scopes: list[str], grant: str
@@ -305,15 +305,7 @@ class _TokenHandler(LocalHandler):
                 access.append({"type": "repository", "name": name, "actions": allowed})
         service.record(TokenRequest(account, scopes, grant, 200))
         token = service.issue(account or "", access)
-        self._answer(200, {"token": token, "access_token": token, "expires_in": service.lifetime})
-
-    def _answer(self, status: int, body: Mapping[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.send_json(200, {"token": token, "access_token": token, "expires_in": service.lifetime})
 
 
 class TokenServer(LocalService):
