@@ -145,6 +145,14 @@ class PermanentProviderError(ProviderError):
     code = "provider_permanent"
 
 
+class ProviderAuthError(PermanentProviderError):
+    """The provider refused who we are or what we may do: credentials missing, rejected or
+    expired, or a permission denied. A push pool with `fallback: worker` hands its runs to
+    workers on this error."""
+
+    code = "provider_auth"
+
+
 class ProviderNotFound(ProviderError):
     code = "provider_not_found"
 

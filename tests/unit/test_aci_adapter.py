@@ -28,6 +28,7 @@ from skylane.errors import (  # noqa: E402
     CapacityError,
     InvalidInput,
     PermanentProviderError,
+    ProviderAuthError,
     ProviderConflict,
     ProviderNotFound,
     QuotaError,
@@ -580,6 +581,7 @@ def test_a_forbidden_create_names_the_permission(emulator: AciEmulator) -> None:
     assert raised.value.details["action"] == WRITE
     assert raised.value.details["http_status"] == 403
     assert calls(emulator, PUT) == [(PUT, 403)]
+    assert isinstance(raised.value, ProviderAuthError)
 
 
 def test_a_missing_resource_group_says_so() -> None:
@@ -616,7 +618,7 @@ def test_a_server_error_is_retried_then_the_group_created_once(
     ("status", "code", "expected"),
     [
         (400, "InvalidRequestContent", PermanentProviderError),
-        (401, "InvalidAuthenticationToken", PermanentProviderError),
+        (401, "InvalidAuthenticationToken", ProviderAuthError),
         (404, "ResourceNotFound", ProviderNotFound),
         (409, "ContainerGroupTransitioning", ProviderConflict),
         (412, "PreconditionFailed", ProviderConflict),

@@ -23,7 +23,12 @@ from skylane.adapters.cloud_run_template import (  # noqa: E402
     execution_token_for,
     job_id_for,
 )
-from skylane.errors import PermanentProviderError, ProviderNotFound, ThrottledError  # noqa: E402
+from skylane.errors import (  # noqa: E402
+    PermanentProviderError,
+    ProviderAuthError,
+    ProviderNotFound,
+    ThrottledError,
+)
 from skylane.models import Pool  # noqa: E402
 from skylane.pool_types import parse_pool_type  # noqa: E402
 from skylane.retries import RetryPolicy  # noqa: E402
@@ -251,6 +256,7 @@ def test_forbidden_project_is_permanent_and_names_the_permission(
 
     assert "run.jobs.create" in raised.value.message
     assert raised.value.details["permission"] == "run.jobs.create"
+    assert isinstance(raised.value, ProviderAuthError)
     assert TOKEN not in str(raised.value)
     assert len(emulator.requests(rpc="CreateJob")) == 1
 
@@ -318,6 +324,7 @@ def test_logs_without_permission_fail_naming_it_and_an_unknown_ref_is_not_found(
     with pytest.raises(PermanentProviderError) as raised:
         adapter.logs(ref)
     assert "logging.logEntries.list" in raised.value.message
+    assert isinstance(raised.value, ProviderAuthError)
 
     with pytest.raises(ProviderNotFound):
         adapter.logs("arn:aws:ecs:us-east-1:1:task/flows/abc")

@@ -42,6 +42,7 @@ from skylane.errors import (  # noqa: E402
     CapacityError,
     InvalidInput,
     PermanentProviderError,
+    ProviderAuthError,
     ProviderNotFound,
     QuotaError,
     ThrottledError,
@@ -1135,6 +1136,7 @@ def test_access_denied_fails_once_naming_the_permission(
     text = str(info.value)
     assert "ecs:RunTask" in text and "grant the control plane's role" in text and "'c1'" in text
     assert not info.value.retryable and TOKEN not in text
+    assert isinstance(info.value, ProviderAuthError) and info.value.code == "provider_auth"
 
 
 def test_runtask_failures_capacity_and_permanent(warmed: tuple[EcsAdapter, EcsRequest]) -> None:
@@ -1194,7 +1196,7 @@ def client_error(code: str, message: str = "m", status: int = 400, **headers: st
         (client_error("LimitExceededException"), QuotaError),
         (client_error("InvalidParameterException", "Bad cpu"), PermanentProviderError),
         (client_error("ClientException", "Bad image"), PermanentProviderError),
-        (client_error("UnauthorizedOperation"), PermanentProviderError),
+        (client_error("UnauthorizedOperation"), ProviderAuthError),
         (
             EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com"),
             TransientProviderError,
@@ -1221,6 +1223,7 @@ def test_error_translation_details() -> None:
         client_error("AccessDeniedException"), action="ecs:RegisterTaskDefinition"
     )
     assert "grant the control plane's role" in denied.message
+    assert isinstance(denied, ProviderAuthError)
     assert "ecs:RegisterTaskDefinition" in denied.message
     missing = translate_error(
         client_error("ClusterNotFoundException", "Cluster not found."),

@@ -27,7 +27,7 @@ from skylane import templates  # noqa: E402
 from skylane.adapters.aws import AwsClients  # noqa: E402
 from skylane.adapters.base import RunContext  # noqa: E402
 from skylane.adapters.ecs import EcsAdapter  # noqa: E402
-from skylane.errors import PermanentProviderError  # noqa: E402
+from skylane.errors import PermanentProviderError, ProviderAuthError  # noqa: E402
 from skylane.models import Pool  # noqa: E402
 from skylane.provisioning import base  # noqa: E402
 from skylane.provisioning.aws import (  # noqa: E402
@@ -843,4 +843,5 @@ def test_a_denied_call_names_the_callers_credentials_not_the_control_planes() ->
 
     assert "iam:CreateRole" in failure.value.message
     assert "grant your AWS credentials" in failure.value.message
+    assert isinstance(failure.value.__cause__, ProviderAuthError)
     assert "control plane" not in failure.value.message

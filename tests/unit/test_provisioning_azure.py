@@ -30,7 +30,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient  # noqa: E402
 from skylane import templates  # noqa: E402
 from skylane.adapters.aci import AciAdapter  # noqa: E402
 from skylane.adapters.base import RunContext  # noqa: E402
-from skylane.errors import InvalidInput, PermanentProviderError  # noqa: E402
+from skylane.errors import InvalidInput, PermanentProviderError, ProviderAuthError  # noqa: E402
 from skylane.models import Pool  # noqa: E402
 from skylane.provisioning import base  # noqa: E402
 from skylane.provisioning.azure import (  # noqa: E402
@@ -507,6 +507,7 @@ def test_permission_errors_name_the_permission_and_the_callers_credentials(
     message = failure.value.message
     assert "grant your Azure credentials Microsoft.ContainerRegistry/registries/write" in message
     assert "AuthorizationFailed" in message  # Azure's own words follow
+    assert isinstance(failure.value.__cause__, ProviderAuthError)
     assert "control plane" not in message
     assert [r.kind for r in failure.value.rolled_back] == ["resource-group"]
     assert snapshot(emulator)["groups"] == []
@@ -518,6 +519,7 @@ def test_permission_errors_name_the_permission_and_the_callers_credentials(
     assert "grant your Azure credentials Microsoft.Resources/subscriptions/resourceGroups/read" in (
         denied.value.message
     )
+    assert isinstance(denied.value, ProviderAuthError)
 
 
 def test_a_registry_that_does_not_finish_in_time_fails_and_is_removed(

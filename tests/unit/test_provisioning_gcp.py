@@ -23,7 +23,7 @@ pytest.importorskip("google.cloud.run_v2")
 from skylane import templates  # noqa: E402
 from skylane.adapters.base import RunContext  # noqa: E402
 from skylane.adapters.cloud_run import CloudRunAdapter  # noqa: E402
-from skylane.errors import InvalidInput, PermanentProviderError  # noqa: E402
+from skylane.errors import InvalidInput, PermanentProviderError, ProviderAuthError  # noqa: E402
 from skylane.models import Pool  # noqa: E402
 from skylane.provisioning import base  # noqa: E402
 from skylane.provisioning import gcp as provisioning  # noqa: E402
@@ -413,6 +413,7 @@ def test_a_denied_call_names_the_permission_and_the_callers_credentials(
     message = str(failed.value)
     assert "artifact-registry-repository skylane-prod" in message
     assert "grant your Google Cloud credentials artifactregistry.repositories.create" in message
+    assert isinstance(failed.value.__cause__, ProviderAuthError)
     assert "the pool's credentials" not in message
     emulator.reset()
     emulator.fail_next(403, rpc="CreateServiceAccount")
@@ -424,6 +425,7 @@ def test_a_denied_call_names_the_permission_and_the_callers_credentials(
     with pytest.raises(PermanentProviderError) as denied:
         runs().plan()
     assert "grant your Google Cloud credentials serviceusage.services.get" in denied.value.message
+    assert isinstance(denied.value, ProviderAuthError)
 
 
 def test_a_lost_create_answer_fails_the_apply_and_a_rerun_adopts(

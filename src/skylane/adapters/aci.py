@@ -68,6 +68,7 @@ from skylane.adapters.base import (
 from skylane.errors import (
     CapacityError,
     PermanentProviderError,
+    ProviderAuthError,
     ProviderConflict,
     ProviderError,
     ProviderNotFound,
@@ -157,7 +158,7 @@ def translate_error(
     said = f"{code}: {message}" if code else message
     if status is None and caller is not None:
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"no Azure credentials for {action}: {caller} could not get a token; log in (az "
             "login), or set up environment credentials, a workload identity or a managed "
             f"identity where this command runs ({exc})",
@@ -165,7 +166,7 @@ def translate_error(
     if status is None:
         # A credential that could not get a token (azure-identity raises this class too).
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"no Azure credentials for {action}: set up a managed identity, workload identity, "
             f"environment credentials or an Azure CLI login where the control plane runs ({exc})",
         )
@@ -192,26 +193,26 @@ def translate_error(
         )
     if status == 401 and caller is not None:
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"Azure refused {caller} for {action}: {said}",
             details=details,
         )
     if status == 401:
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"Azure refused the control plane's credentials for {action}: {said}",
             details=details,
         )
     if status == 403 and caller is not None:
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"{action} on {resource} was denied: grant {caller} {action} (a role with this "
             f"permission on the subscription or resource group): {said}",
             details=details,
         )
     if status == 403:
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"the control plane's identity may not {action} on {resource}: {said}. Grant it a "
             "role with this permission on the resource group (see the README's minimal role)",
             details=details,

@@ -29,6 +29,7 @@ from skylane.adapters.base import scrub
 from skylane.errors import (
     CapacityError,
     PermanentProviderError,
+    ProviderAuthError,
     ProviderError,
     ProviderNotFound,
     QuotaError,
@@ -316,7 +317,7 @@ def translate_error(
             )
         if code in ACCESS_DENIED_CODES:
             perm = action if ":" in action else "the needed permission"
-            return PermanentProviderError(
+            return ProviderAuthError(
                 message(
                     f"{action}{where} was denied: grant {caller or CONTROL_PLANE_ROLE} "
                     f"{perm}{where}{said}"
@@ -324,7 +325,7 @@ def translate_error(
                 details=details,
             )
         if code in BAD_CREDENTIALS_CODES:
-            return PermanentProviderError(
+            return ProviderAuthError(
                 message(
                     f"{action}{where} failed: AWS rejected "
                     f"{caller or CONTROL_PLANE_CREDENTIALS} ({code}); check the credentials "
@@ -364,7 +365,7 @@ def translate_error(
             message(f"{action}{where}: cannot reach AWS right now ({type(exc).__name__})")
         )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return PermanentProviderError(
+        return ProviderAuthError(
             f"{action}{where}: no usable AWS credentials were found; configure the default "
             f"credential chain {'for ' + caller if caller else 'of the control plane'} or the "
             "credentials reference"

@@ -62,6 +62,7 @@ from skylane.adapters.base import (
 )
 from skylane.errors import (
     PermanentProviderError,
+    ProviderAuthError,
     ProviderConflict,
     ProviderError,
     ProviderNotFound,
@@ -162,7 +163,7 @@ def translate_error(
         )
     if isinstance(exc, auth_exc.DefaultCredentialsError):
         return make(
-            PermanentProviderError,
+            ProviderAuthError,
             f"no Google Cloud credentials for {action}: set up Application Default Credentials "
             f"{'where the control plane runs' if own else 'where you run skylane'} ({exc})",
         )
@@ -175,7 +176,7 @@ def translate_error(
     if isinstance(exc, auth_exc.GoogleAuthError):
         cls = TransientProviderError if getattr(exc, "retryable", False) else None
         return make(
-            cls or PermanentProviderError,
+            cls or ProviderAuthError,
             f"{refused} were refused for {action}: {exc}",
         )
     if not isinstance(exc, gexc.GoogleAPICallError):
@@ -210,7 +211,7 @@ def translate_error(
             text = f"{caller} may not {action} on {resource}: {message}"
         if not own:
             text = f"{text}; grant {caller} {permission or action}"
-        return make(PermanentProviderError, text, details=details)
+        return make(ProviderAuthError, text, details=details)
     if isinstance(exc, gexc.NotFound):
         text = f"{resource} not found ({action}): {message}"
         return make(ProviderNotFound, text, details=details)
