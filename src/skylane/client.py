@@ -29,6 +29,7 @@ from skylane.models import (
     Deployment,
     LogLine,
     Pool,
+    PoolStatus,
     Run,
     RunExecution,
     RunState,
@@ -106,6 +107,11 @@ class SkylaneClient:
             return None
         return response.json()
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call: the decoded JSON answer (None for 204), or the server's error as its
+        skylane.errors class. For protocols with their own wrapper (`skylane.worker_api`)."""
+        return self._request(method, path, **kwargs)
+
     # --- server ------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -121,6 +127,9 @@ class SkylaneClient:
 
     def get_pool(self, name: str) -> Pool:
         return Pool.model_validate(self._request("GET", f"/api/pools/{name}"))
+
+    def get_pool_status(self, name: str) -> PoolStatus:
+        return PoolStatus.model_validate(self._request("GET", f"/api/pools/{name}/status"))
 
     def update_pool(self, name: str, **changes: Any) -> Pool:
         return Pool.model_validate(self._request("PATCH", f"/api/pools/{name}", json=changes))

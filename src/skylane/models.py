@@ -10,7 +10,7 @@ import enum
 import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
@@ -79,6 +79,10 @@ def check_transition(current: RunState, target: RunState) -> None:
         )
 
 
+class PoolFallback(enum.StrEnum):
+    WORKER = "worker"
+
+
 class ApiScope(enum.StrEnum):
     ADMIN = "admin"
     DEPLOY = "deploy"
@@ -101,8 +105,48 @@ class Pool(_Model):
     credentials: dict[str, Any] | None = None
     provisioned_resources: list[dict[str, Any]] = Field(default_factory=list)
     description: str | None = None
+    # "worker": a push pool whose runs the pool's workers take while the control plane cannot
+    # push them (no credentials, rejected credentials, provider unreachable).
+    fallback: PoolFallback | None = None
+    # While set, the control plane is not pushing this pool's runs, for `fallback_reason`.
+    fallback_since: datetime | None = None
+    fallback_reason: str | None = None
     created_at: datetime
     updated_at: datetime
+
+
+class Worker(_Model):
+    """A pull worker of a pool, as its heartbeats describe it."""
+
+    name: str
+    pool_name: str
+    hostname: str | None = None
+    version: str | None = None
+    limit: int | None = None
+    started_at: datetime
+    last_heartbeat_at: datetime
+    stopped_at: datetime | None = None
+    # Heartbeat within the last `worker_offline_seconds` and not stopped.
+    online: bool = False
+
+
+class WorkerRegistration(_Model):
+    """The answer to a worker's heartbeat: itself as the server sees it, and its pool as it is
+    now (its current template is what the worker's next run uses)."""
+
+    worker: Worker
+    pool: Pool
+
+
+class PoolStatus(_Model):
+    """Whether a pool's runs can be dispatched now, and by whom."""
+
+    pool_name: str
+    status: Literal["ready", "paused", "not_ready"]
+    reason: str | None = None
+    # "control plane" for push pools, "workers" for pull pools and push pools in fallback.
+    dispatched_by: Literal["control plane", "workers"]
+    workers: list[Worker] = Field(default_factory=list)
 
 
 GIT_COMMIT_PATTERN = r"^[0-9a-f]{40}([0-9a-f]{24})?$"

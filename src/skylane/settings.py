@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     # A run whose provider says it ended but which reported no final state is marked CRASHED
     # after this long (the runtime may still be flushing its last calls).
     crash_grace_seconds: float = 5.0
+    # Fallback of push pools with `fallback: worker`: their runs go to the pool's workers when
+    # the control plane's credentials are refused, or the provider has been unreachable this
+    # long; every `fallback_probe_seconds` the control plane checks whether it can push again.
+    fallback_after_seconds: float = Field(default=60.0, ge=0)
+    fallback_probe_seconds: float = Field(default=30.0, gt=0)
+    # Pull workers heartbeat this often; the server shows one offline (and adopts its runs to
+    # other workers) after `worker_offline_seconds` without a beat.
+    worker_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    worker_offline_seconds: float = Field(default=30.0, gt=0)
     # SIGTERM -> SIGKILL grace when cancelling.
     cancel_grace_seconds: float = 30.0
     # Runtime (inside the container).

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from skylane import __version__
-from skylane.api.routers import deployments, health, keys, pools, runs, schedules
+from skylane.api.routers import deployments, health, keys, pools, runs, schedules, workers
 from skylane.errors import SkylaneError
 from skylane.settings import Settings
 from skylane.store.repository import Store
@@ -78,6 +78,6 @@ def create_app(settings: Settings, store: Store, *, services: Iterable[str] = ()
     app.state.store = store
     app.state.settings = settings
     _install_error_handlers(app)
-    for module in (health, pools, deployments, schedules, runs, keys):
+    for module in (health, pools, deployments, schedules, runs, keys, workers):
         app.include_router(module.router)
     return app

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
-from skylane.models import GIT_COMMIT_PATTERN, ApiScope, GitSource, RunState
+from skylane.models import GIT_COMMIT_PATTERN, ApiScope, GitSource, PoolFallback, RunState
 from skylane.schedules import CatchUp
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
@@ -28,6 +28,11 @@ class PoolCreate(_Body):
     settings: dict[str, Any] = Field(default_factory=dict)
     credentials: dict[str, Any] | None = None
     description: str | None = None
+    fallback: PoolFallback | None = Field(
+        default=None,
+        description="Push pools only: 'worker' hands runs to the pool's workers while the "
+        "control plane cannot push them.",
+    )
 
 
 def _not_null(value: Any) -> Any:
@@ -57,6 +62,7 @@ class PoolUpdate(_Body):
     credentials: dict[str, Any] | None = None
     provisioned_resources: list[ProvisionedResource] | None = None
     description: str | None = None
+    fallback: PoolFallback | None = None
 
     _no_null = field_validator("paused", "settings", "provisioned_resources")(_not_null)
 
@@ -195,3 +201,58 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     database: str
+
+
+# --- the worker protocol (skylane.api.routers.workers) ---------------------------------------
+
+
+class WorkerBeat(_Body):
+    hostname: str | None = Field(default=None, max_length=255)
+    version: str | None = Field(default=None, max_length=64)
+    limit: int | None = Field(default=None, ge=1, description="Most runs the worker takes at once.")
+
+
+class ClaimRequest(_Body):
+    limit: int = Field(default=10, ge=1, le=1000, description="Most runs to claim now.")
+    lease_seconds: float = Field(default=120.0, ge=5, le=3600)
+    missed_before: AwareDatetime | None = None
+    prefetch_seconds: float = Field(
+        default=0.0, ge=0, le=3600, description="Claim runs scheduled up to this far ahead."
+    )
+
+
+class RecoveryRequest(_Body):
+    limit: int = Field(default=10, ge=1, le=1000)
+    lease_seconds: float = Field(default=120.0, ge=5, le=3600)
+
+
+class LeaseRenewal(_Body):
+    lease_seconds: float = Field(ge=5, le=3600)
+
+
+class SubmissionRecord(_Body):
+    key: str = Field(max_length=100)
+    ref: str = Field(min_length=1, max_length=10_000)
+    at: AwareDatetime
+
+
+class SubmissionFailure(_Body):
+    error: str = Field(max_length=100_000)
+    retry_at: AwareDatetime | None = None
+    same_key: bool = False
+    count_try: bool = True
+    message: str | None = Field(default=None, max_length=100_000)
+
+
+class AttemptProgress(_Body):
+    """What a worker's reconciler learned about a submitted attempt."""
+
+    cancel_requested_at: AwareDatetime | None = None
+    provider_ended_at: AwareDatetime | None = None
+    cleaned_up_at: AwareDatetime | None = None
+    ended_at: AwareDatetime | None = None
+    error: str | None = Field(default=None, max_length=100_000)
+
+
+class ResourceValue(_Body):
+    value: str = Field(max_length=100_000)

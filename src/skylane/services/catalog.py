@@ -92,8 +92,18 @@ def _check_dispatch_settings(pool_settings: dict[str, Any] | None) -> None:
         )
 
 
+def _check_fallback(pool_type: str, fallback: str | None) -> None:
+    if fallback is not None and not parse_pool_type(pool_type).push:
+        raise InvalidInput(
+            f"fallback applies to push pools only; a {pool_type} pool is pulled by its workers "
+            "already",
+            field="fallback",
+        )
+
+
 def create_pool(store: Store, body: PoolCreate) -> Pool:
     pool_type = parse_pool_type(body.type)
+    _check_fallback(pool_type.name, body.fallback)
     _check_credentials_reference(body.credentials)
     _check_dispatch_settings(body.settings)
     if body.base_job_template is None:
@@ -109,6 +119,7 @@ def create_pool(store: Store, body: PoolCreate) -> Pool:
         settings=body.settings,
         credentials=body.credentials,
         description=body.description,
+        fallback=body.fallback,
     )
 
 
@@ -117,6 +128,7 @@ def update_pool(store: Store, settings: Settings, name: str, body: PoolUpdate) -
     _check_credentials_reference(changes.get("credentials"))
     _check_dispatch_settings(changes.get("settings"))
     pool = store.get_pool(name)
+    _check_fallback(pool.type, changes.get("fallback"))
     if "base_job_template" in changes:
         if changes["base_job_template"] is None:
             changes["base_job_template"] = adapter_class(

@@ -18,6 +18,13 @@ longer and say so in the run's state message, until `capacity_retry_seconds`; an
 failure (a timeout: the provider may have started it) keeps the attempt and its key and is
 looked up before it is tried again; a permanent error fails the run once, with the adapter's
 message. Watching submitted runs is the reconciler's work (`skylane.services.reconciler`).
+
+The same class runs inside pull workers (`skylane.worker`): there its store is the worker API
+and its scope the worker's pool. In the control plane, a push pool with `fallback: worker`
+whose runs cannot be pushed (credentials missing or refused, or the provider unreachable for
+`fallback_after_seconds`) is put in fallback: its runs go to the pool's workers, with the reason
+on each run, and the dispatcher probes the provider (a `find`, which starts nothing) every
+`fallback_probe_seconds` to take them back.
 """
 
 from __future__ import annotations
@@ -35,21 +42,25 @@ from datetime import UTC, datetime, timedelta
 from skylane import templates
 from skylane.adapters import Adapter, RunContext
 from skylane.errors import (
+    CapacityError,
     PermanentProviderError,
+    ProviderAuthError,
     ProviderError,
     SkylaneError,
     ThrottledError,
     TransientProviderError,
 )
-from skylane.models import Pool, RunState
+from skylane.models import Pool, PoolFallback, RunState
 from skylane.rate_limits import RateLimited
 from skylane.retries import RetryPolicy, is_capacity_or_quota
 from skylane.services.adapters import PoolAdapters, render_run
+from skylane.services.dispatch_store import DispatchStore
 from skylane.services.rate_limiter import SharedRateLimiter
 from skylane.services.urls import api_url_for_runs
 from skylane.services.wakeups import DispatchWakeups
 from skylane.settings import Settings
 from skylane.store.repository import Claim, Store
+from skylane.store.scope import CONTROL_PLANE, DispatchScope
 
 log = logging.getLogger("skylane.dispatcher")
 
@@ -60,6 +71,8 @@ RECOVERY_INTERVAL_SECONDS = 1.0
 # Provider refs are written in batches, at most this long after the provider answered. A ref
 # lost with a crashed process is found again by `find(key)` when its lease runs out.
 RECORD_BATCH_SECONDS = 0.02
+# The key a fallback probe looks up: `find` of a key no run has, so it starts nothing.
+FALLBACK_PROBE_KEY = "skl-00000000000000000000000000000000-0"
 
 
 def utcnow() -> datetime:
@@ -78,21 +91,29 @@ def shared_pool_adapters(store: Store, settings: Settings) -> PoolAdapters:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         settings: Settings,
         *,
         name: str | None = None,
         adapters: PoolAdapters | None = None,
+        scope: DispatchScope = CONTROL_PLANE,
+        api_url: str | None = None,
+        hand_back_on_stop: bool = False,
+        prefetch_seconds: float = 0.0,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.scope = scope
         self.name = name or f"dispatcher@{default_replica_name()}"
-        self.api_url = api_url_for_runs(settings)
-        self.adapters = adapters or shared_pool_adapters(store, settings)
+        self.api_url = api_url or api_url_for_runs(settings)
+        self.adapters = adapters or shared_pool_adapters(store, settings)  # type: ignore[arg-type]
+        # On stop, claims not submitted yet are handed back (a worker) instead of submitted.
+        self.hand_back_on_stop = hand_back_on_stop
+        self.prefetch_seconds = prefetch_seconds
         self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._wakeups = DispatchWakeups(store, self.wake)
+        self._wakeups = DispatchWakeups(store, self.wake)  # type: ignore[arg-type]
         self._executor: ThreadPoolExecutor | None = None
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
@@ -104,6 +125,9 @@ class Dispatcher:
         self._next_recovery = 0.0
         self._checked_templates: set[tuple[str, datetime]] = set()
         self._recorder = SubmissionRecorder(store)
+        # Per pool: since when (monotonic) its provider has not been reachable.
+        self._unreachable_since: dict[str, float] = {}
+        self._next_probe = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -121,7 +145,8 @@ class Dispatcher:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming; let submissions in flight finish (they hold leases) within `timeout`."""
+        """Stop claiming; let submissions in flight finish (they hold leases) within `timeout`.
+        With `hand_back_on_stop`, claims still waiting for a thread are handed back instead."""
         self._stopping.set()
         self._wakeup.set()
         self._wakeups.stop()
@@ -151,13 +176,14 @@ class Dispatcher:
         if self._free_slots() < self._claim_chunk:
             return interval  # a finished submission wakes us
         try:
-            next_due = self.store.next_due_time(after=utcnow())
+            next_due = self.store.next_due_time(after=utcnow(), scope=self.scope)
         except Exception:
             log.exception("cannot read the next due time")
             return interval
         if next_due is None:
             return interval
-        return max(0.0, min(interval, (next_due - utcnow()).total_seconds()))
+        wait = (next_due - utcnow()).total_seconds() - self.prefetch_seconds
+        return max(0.0, min(interval, wait))
 
     # --- one pass ----------------------------------------------------------------------------
 
@@ -168,16 +194,22 @@ class Dispatcher:
         if now >= self._next_recovery:
             self._next_recovery = now + RECOVERY_INTERVAL_SECONDS
             self.recover_expired_claims()
+        if not self.scope.is_worker and now >= self._next_probe:
+            self._next_probe = now + self.settings.fallback_probe_seconds
+            self.probe_fallback_pools()
         free = self._free_slots()
         wanted = min(self.settings.dispatcher_batch_size, free)
         if free < self._claim_chunk:
             return False  # a finished submission wakes us when a chunk of slots is free
         grace = timedelta(seconds=self.settings.schedule_grace_seconds)
+        at = utcnow()
         claims = self.store.claim_due_runs(
             claimed_by=self.name,
             lease_seconds=self.settings.claim_lease_seconds,
             limit=wanted,
-            missed_before=utcnow() - grace,
+            missed_before=at - grace,
+            scope=self.scope,
+            due_by=at + timedelta(seconds=self.prefetch_seconds) if self.prefetch_seconds else None,
         )
         for claim in claims:
             self._hand_off(self._submit, claim)
@@ -188,10 +220,41 @@ class Dispatcher:
             claimed_by=self.name,
             lease_seconds=self.settings.claim_lease_seconds,
             limit=max(1, self._free_slots()) if self._executor else 100,
+            scope=self.scope,
         )
         for claim in claims:
             self._hand_off(self._recover, claim)
         return len(claims)
+
+    def probe_fallback_pools(self) -> list[str]:
+        """Ask the provider of each pool in fallback whether the control plane can reach it
+        again (a `find`, which starts nothing); those that answer come back to push. The
+        names of the pools taken back."""
+        try:
+            pools = self.store.pools_in_fallback()
+        except Exception:
+            log.exception("cannot read the pools in fallback")
+            return []
+        recovered = []
+        for pool in pools:
+            try:
+                self.adapters.get(pool).find(FALLBACK_PROBE_KEY)
+            except ProviderError as exc:
+                log.info("pool %s stays with its workers: %s", pool.name, exc)
+                continue
+            except Exception:
+                log.exception("pool %s: the fallback probe failed", pool.name)
+                continue
+            if self.store.set_pool_fallback(pool.name, None):
+                self._unreachable_since.pop(pool.name, None)
+                log.warning(
+                    "pool %s: the control plane reaches its provider again; its runs are "
+                    "pushed again (they were with its workers because %s)",
+                    pool.name,
+                    pool.fallback_reason,
+                )
+                recovered.append(pool.name)
+        return recovered
 
     def _free_slots(self) -> int:
         with self._in_flight_lock:
@@ -269,6 +332,9 @@ class Dispatcher:
 
     def _submit(self, claim: Claim) -> None:
         key = claim.attempt.idempotency_key
+        if self.hand_back_on_stop and self._stopping.is_set():
+            self._hand_back(claim)
+            return
         if not self._still_ours(claim):
             return
         try:
@@ -290,8 +356,26 @@ class Dispatcher:
                 retry_at=None,
             )
         else:
+            self._unreachable_since.pop(claim.pool.name, None)
             self._recorder.record(key, ref)
             log.info("run %s submitted to pool %s as %s", claim.run.id, claim.pool.name, ref)
+
+    def _hand_back(self, claim: Claim) -> None:
+        """Give a claim not submitted yet back to the queue: its run is SCHEDULED again at
+        once, for another worker (no try is counted; nothing reached the provider)."""
+        key = claim.attempt.idempotency_key
+        try:
+            self.store.record_submission_failure(
+                key,
+                f"handed back by {self.name}, which is stopping",
+                retry_at=utcnow(),
+                count_try=False,
+                message=f"handed back unsubmitted: {self.name} stopped",
+            )
+            log.info("run %s: handed back (stopping before submitting it)", claim.run.id)
+        except Exception:
+            # Its lease runs out and another worker recovers it.
+            log.exception("run %s: cannot hand the claim back", claim.run.id)
 
     def _render(self, adapter: Adapter, claim: Claim, token: str) -> object:
         context = RunContext(
@@ -310,8 +394,21 @@ class Dispatcher:
         )
 
     def _failed(self, claim: Claim, error: ProviderError) -> None:
-        """Record a failed submit (or look-up) as the retry policy says."""
+        """Record a failed submit (or look-up) as the retry policy says, or hand the pool to
+        its workers when it has `fallback: worker` and this error is a reason to."""
         outcome = self._failure_outcome(claim, error, utcnow())
+        reason = self._fallback_reason(claim, error, outcome)
+        if reason is not None:
+            if self.store.set_pool_fallback(claim.pool.name, reason):
+                log.warning("pool %s: its runs go to its workers: %s", claim.pool.name, reason)
+            # Back to SCHEDULED at once (the workers' scope now), or, for an ambiguous
+            # failure, the attempt and its key kept for a worker's recovery to look up first.
+            outcome = FailureOutcome(
+                utcnow(),
+                f"handed to the pool's workers: {reason}",
+                same_key=outcome.same_key and outcome.retry_at is not None,
+                count_try=False,
+            )
         log.warning("run %s: %s", claim.run.id, outcome.message)
         self.store.record_submission_failure(
             claim.attempt.idempotency_key,
@@ -321,6 +418,29 @@ class Dispatcher:
             count_try=outcome.count_try,
             message=outcome.message,
         )
+
+    def _fallback_reason(
+        self, claim: Claim, error: ProviderError, outcome: FailureOutcome
+    ) -> str | None:
+        """Why the control plane should hand `claim`'s pool to its workers, or None."""
+        if self.scope.is_worker or claim.pool.fallback != PoolFallback.WORKER:
+            return None
+        if isinstance(error, ProviderAuthError):
+            return f"the control plane's credentials were refused: {error.message}"
+        unreachable = isinstance(error, TransientProviderError) and not isinstance(
+            error, ThrottledError | CapacityError
+        )
+        if not unreachable:
+            self._unreachable_since.pop(claim.pool.name, None)
+            return None
+        since = self._unreachable_since.setdefault(claim.pool.name, time.monotonic())
+        waited = time.monotonic() - since
+        if waited >= self.settings.fallback_after_seconds or outcome.retry_at is None:
+            return (
+                f"the control plane could not reach the provider for {waited:.0f} s: "
+                f"{error.message}"
+            )
+        return None
 
     def _failure_outcome(self, claim: Claim, error: ProviderError, now: datetime) -> FailureOutcome:
         if isinstance(error, RateLimited):

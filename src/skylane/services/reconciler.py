@@ -13,6 +13,10 @@ over when its lease runs out). Each pass asks providers, in one batched `statuse
 - finished runs: their provider resources are cleaned up once the provider has let go of them.
 
 So no run stays PENDING, RUNNING or CANCELLING forever.
+
+Pull workers run the same class over the worker API (`skylane.worker`), each watching what it
+submitted (and what its pool's offline workers left), with no lease: the control plane may have
+no credentials for those runs, so it leaves them to the workers.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from skylane.adapters import Adapter, ProviderState, ProviderStatus
 from skylane.errors import IllegalTransition, ProviderError
 from skylane.models import RunState
 from skylane.services.adapters import PoolAdapters
+from skylane.services.dispatch_store import DispatchStore
 from skylane.services.dispatcher import default_replica_name, shared_pool_adapters
 from skylane.settings import Settings
-from skylane.store.repository import Store, Submission
+from skylane.store.repository import Submission
+from skylane.store.scope import CONTROL_PLANE, DispatchScope
 
 log = logging.getLogger("skylane.reconciler")
 
@@ -57,16 +63,18 @@ class PassReport:
 class Reconciler:
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         settings: Settings,
         *,
         name: str | None = None,
         adapters: PoolAdapters | None = None,
+        scope: DispatchScope = CONTROL_PLANE,
     ) -> None:
         self.store = store
         self.settings = settings
+        self.scope = scope
         self.name = name or f"reconciler@{default_replica_name()}"
-        self.adapters = adapters or shared_pool_adapters(store, settings)
+        self.adapters = adapters or shared_pool_adapters(store, settings)  # type: ignore[arg-type]
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -80,8 +88,9 @@ class Reconciler:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        with contextlib.suppress(Exception):
-            self.store.release_service_lease(LEASE_NAME, self.name)
+        if not self.scope.is_worker:
+            with contextlib.suppress(Exception):
+                self.store.release_service_lease(LEASE_NAME, self.name)
 
     def _loop(self) -> None:
         interval = self.settings.reconciler_interval_seconds
@@ -89,7 +98,10 @@ class Reconciler:
         while not self._stopping.is_set():
             try:
                 # The lease outlives a few passes, so a slow pass does not hand the work over.
-                if self.store.acquire_service_lease(LEASE_NAME, self.name, interval * 4 + 30):
+                # Workers split the work by who submitted it and need none.
+                if self.scope.is_worker or self.store.acquire_service_lease(
+                    LEASE_NAME, self.name, interval * 4 + 30
+                ):
                     self.run_pass()
             except Exception:
                 log.exception("reconciler pass failed; trying again")
@@ -101,7 +113,12 @@ class Reconciler:
         now = now or utcnow()
         report = PassReport()
         beats = self.settings.missed_heartbeats * self.settings.heartbeat_seconds
-        submissions = self.store.watched_submissions(stale_before=now - timedelta(seconds=beats))
+        submissions = self.store.watched_submissions(
+            stale_before=now - timedelta(seconds=beats),
+            scope=self.scope,
+            worker_offline_seconds=self.settings.worker_offline_seconds,
+            now=now,
+        )
         by_pool: dict[str, list[Submission]] = defaultdict(list)
         for submission in submissions:
             by_pool[submission.pool.name].append(submission)

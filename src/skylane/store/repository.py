@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, lazyload, selectinload, sessionmaker
 
@@ -34,9 +35,17 @@ from skylane.models import (
     RunState,
     StateChange,
     StateResult,
+    Worker,
     check_transition,
 )
 from skylane.security import generate_api_key, generate_run_token, secrets_match
+from skylane.store.scope import (
+    CONTROL_PLANE,
+    DEFAULT_WORKER_OFFLINE_SECONDS,
+    DispatchScope,
+    claimable,
+    watched,
+)
 from skylane.store.tables import (
     CATCH_UP_CHECKPOINT,
     ApiKeyRow,
@@ -49,6 +58,7 @@ from skylane.store.tables import (
     SchedulerCheckpointRow,
     ServiceLeaseRow,
     StateHistoryRow,
+    WorkerRow,
 )
 
 log = logging.getLogger(__name__)
@@ -70,6 +80,7 @@ POOL_FIELDS = frozenset(
         "credentials",
         "provisioned_resources",
         "description",
+        "fallback",
     }
 )
 DEPLOYMENT_FIELDS = frozenset(
@@ -101,21 +112,25 @@ class LogEntry:
     message: str
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(BaseModel):
     """A run claimed for submission: everything the dispatcher needs, and the run's token.
-    `run.history` holds only the claim's own transition (a claim does not load the rest)."""
+    `run.history` holds only the claim's own transition (a claim does not load the rest).
+    Workers receive it over the API, so it is a model."""
+
+    model_config = ConfigDict(frozen=True)
 
     run: Run
     deployment: Deployment
     pool: Pool
     attempt: RunAttempt
-    run_token: str | None  # None for a recovered claim until a token is issued
+    # None for a recovered claim until a token is issued.
+    run_token: str | None = Field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(BaseModel):
     """A submitted attempt the reconciler still watches (provider ref known, not cleaned up)."""
+
+    model_config = ConfigDict(frozen=True)
 
     run: Run
     pool: Pool
@@ -153,6 +168,23 @@ def _run(row: RunRow, *, history: bool = True) -> Run:
         source_commit=row.source_commit,
         history=[StateChange.model_validate(h) for h in row.history] if history else [],
         attempts=[RunAttempt.model_validate(a) for a in row.attempts],
+    )
+
+
+def _worker(row: WorkerRow, pool_name: str, now: datetime, offline_seconds: float) -> Worker:
+    online = row.stopped_at is None and (now - row.last_heartbeat_at).total_seconds() < (
+        offline_seconds
+    )
+    return Worker(
+        name=row.name,
+        pool_name=pool_name,
+        hostname=row.hostname,
+        version=row.version,
+        limit=row.limit,
+        started_at=row.started_at,
+        last_heartbeat_at=row.last_heartbeat_at,
+        stopped_at=row.stopped_at,
+        online=online,
     )
 
 
@@ -233,6 +265,7 @@ class Store:
         settings: dict[str, Any] | None = None,
         credentials: dict[str, Any] | None = None,
         description: str | None = None,
+        fallback: str | None = None,
     ) -> Pool:
         row = PoolRow(
             name=name,
@@ -244,6 +277,7 @@ class Store:
             credentials=credentials,
             provisioned_resources=[],
             description=description,
+            fallback=fallback,
         )
         try:
             with self._session() as s:
@@ -282,6 +316,9 @@ class Store:
             row = self._pool_row(s, name, lock=True)
             for key, value in changes.items():
                 setattr(row, key, value)
+            if row.fallback is None:
+                # Fallback turned off: the control plane takes the runs back.
+                row.fallback_since, row.fallback_reason = None, None
             row.updated_at = utcnow()
             self._dispatch_changed(s)
             s.flush()
@@ -655,8 +692,12 @@ class Store:
         limit: int = 50,
         now: datetime | None = None,
         missed_before: datetime | None = None,
+        scope: DispatchScope = CONTROL_PLANE,
+        due_by: datetime | None = None,
     ) -> list[Claim]:
-        """Move due SCHEDULED runs of unpaused push pools to PENDING with a new attempt.
+        """Move due SCHEDULED runs of unpaused pools `scope` dispatches (the control plane's:
+        push pools) to PENDING with a new attempt. `due_by` (default now) claims runs scheduled
+        up to then: a worker's prefetch, so infrastructure is starting when the time comes.
 
         Concurrency limits of pools and deployments are respected: a run over a limit stays
         SCHEDULED, and a saturated pool never hides other pools' due runs (it is left out of
@@ -668,6 +709,7 @@ class Store:
         not be submitted by a dispatcher that happened to start first.
         """
         now = now or utcnow()
+        due_by = max(now, due_by or now)
         claims: list[Claim] = []
         with self._session() as s:
             pool_limits, deployment_limits = self._lock_limits(s)
@@ -685,7 +727,7 @@ class Store:
                 wanted = limit - len(claims)
                 if wanted <= 0:
                     break
-                query = self._due_runs_query(now, full_pools, full_deployments)
+                query = self._due_runs_query(now, due_by, scope, full_pools, full_deployments)
                 if missed_before is not None:
                     query = query.where(_catch_up_decided(missed_before))
                 candidates = list(s.scalars(query.limit(wanted)).unique())
@@ -696,7 +738,9 @@ class Store:
                         continue
                     deployment = s.get(DeploymentRow, row.deployment_id)
                     assert deployment is not None
-                    claims.append(self._claim(s, row, deployment, claimed_by, lease_seconds, now))
+                    claims.append(
+                        self._claim(s, row, deployment, claimed_by, lease_seconds, now, scope)
+                    )
                     for key, active, limits, full in (
                         (row.pool_id, active_by_pool, pool_limits, full_pools),
                         (
@@ -715,11 +759,18 @@ class Store:
         return claims
 
     @classmethod
-    def _due_runs_query(cls, now: datetime, full_pools: set, full_deployments: set) -> sa.Select:
+    def _due_runs_query(
+        cls,
+        now: datetime,
+        due_by: datetime,
+        scope: DispatchScope,
+        full_pools: set,
+        full_deployments: set,
+    ) -> sa.Select:
         query = (
-            cls._dispatchable(sa.select(RunRow))
+            cls._dispatchable(sa.select(RunRow), scope)
             .where(
-                RunRow.scheduled_time <= now,
+                RunRow.scheduled_time <= due_by,
                 sa.or_(RunRow.not_before.is_(None), RunRow.not_before <= now),
             )
             .order_by(RunRow.scheduled_time, RunRow.id)
@@ -771,6 +822,7 @@ class Store:
         claimed_by: str,
         lease_seconds: float,
         now: datetime,
+        scope: DispatchScope,
     ) -> Claim:
         number = len(row.attempts) + 1
         attempt = AttemptRow(
@@ -782,13 +834,19 @@ class Store:
             # Failed submit calls so far, earlier attempts included: the retry budget is the
             # run's, not the attempt's.
             tries=row.attempts[-1].tries if row.attempts else 0,
+            by_worker=scope.is_worker,
             created_at=now,
         )
         row.attempts.append(attempt)
         token, token_hash = generate_run_token(row.id)
         row.run_token_hash = token_hash
         row.not_before = None
-        self._transition(row, RunState.PENDING, f"claimed by {claimed_by}", None)
+        message = f"claimed by {claimed_by}"
+        if scope.is_worker:
+            message = f"claimed by worker {claimed_by}"
+            if row.pool.fallback_since is not None:
+                message += f" (fallback: {row.pool.fallback_reason})"
+        self._transition(row, RunState.PENDING, message, None)
         # No flush per run: one at the end of the claim writes them all.
         return Claim(
             run=_run(row, history=False),
@@ -900,44 +958,59 @@ class Store:
                     raise ValueError(f"attempt field {key} is not updatable")
                 setattr(attempt, key, value)
 
-    def next_due_time(self, *, after: datetime) -> datetime | None:
+    def next_due_time(
+        self, *, after: datetime, scope: DispatchScope = CONTROL_PLANE
+    ) -> datetime | None:
         """When the earliest SCHEDULED run of an active push pool becomes due after `after`,
         or None: how long a dispatcher with nothing to do may sleep. A run is due at its
         `not_before` when set (a retry, always after its scheduled time), else at its
         scheduled time; each of the two is read through its index, earliest first."""
+        queries = _NEXT_DUE_QUERIES if scope == CONTROL_PLANE else _next_due_queries(scope)
         with self._session() as s:
-            candidates = [s.scalar(query, {"after": after}) for query in _NEXT_DUE_QUERIES]
+            candidates = [s.scalar(query, {"after": after}) for query in queries]
         found = [value for value in candidates if value is not None]
         return min(found) if found else None
 
     @staticmethod
-    def _dispatchable(query: sa.Select) -> sa.Select:
-        """`query` limited to SCHEDULED runs of unpaused deployments in unpaused push pools."""
+    def _dispatchable(query: sa.Select, scope: DispatchScope = CONTROL_PLANE) -> sa.Select:
+        """`query` limited to SCHEDULED runs of unpaused deployments in unpaused pools that
+        `scope` dispatches."""
         return (
             query.join(DeploymentRow, DeploymentRow.id == RunRow.deployment_id)
             .join(PoolRow, PoolRow.id == RunRow.pool_id)
             .where(
                 RunRow.state == RunState.SCHEDULED.value,
-                PoolRow.type.like("%:push"),
+                claimable(scope),
                 PoolRow.paused.is_(False),
                 DeploymentRow.paused.is_(False),
             )
         )
 
-    def watched_submissions(self, *, stale_before: datetime | None = None) -> list[Submission]:
-        """Submitted attempts not cleaned up yet, with their run and pool, oldest first.
+    def watched_submissions(
+        self,
+        *,
+        stale_before: datetime | None = None,
+        scope: DispatchScope = CONTROL_PLANE,
+        worker_offline_seconds: float = DEFAULT_WORKER_OFFLINE_SECONDS,
+        now: datetime | None = None,
+    ) -> list[Submission]:
+        """Submitted attempts `scope` watches, not cleaned up yet, with their run and pool,
+        oldest first. A worker adopts those of its pool's offline workers (they become its).
 
         With `stale_before`, RUNNING runs are left out while their runtime shows signs of life
         (a heartbeat, or the start, after `stale_before`): only what needs the provider's word
         is returned, so healthy runs cost no provider call."""
+        now = now or utcnow()
         with self._session() as s:
             query = (
                 sa.select(AttemptRow, RunRow)
                 .join(RunRow, RunRow.id == AttemptRow.run_id)
+                # An inner join: a deleted pool has no adapter left to ask.
+                .join(PoolRow, PoolRow.id == RunRow.pool_id)
                 .where(
                     AttemptRow.provider_ref.is_not(None),
                     AttemptRow.cleaned_up_at.is_(None),
-                    RunRow.pool_id.is_not(None),  # a deleted pool has no adapter left to ask
+                    watched(scope, now, worker_offline_seconds),
                 )
                 .order_by(AttemptRow.id)
             )
@@ -952,6 +1025,14 @@ class Store:
             result = []
             for attempt, row in s.execute(query):
                 assert row.pool is not None
+                if scope.is_worker and attempt.claimed_by != scope.worker:
+                    log.info(
+                        "run %s: worker %s adopts it from offline worker %s",
+                        row.id,
+                        scope.worker,
+                        attempt.claimed_by,
+                    )
+                    attempt.claimed_by = scope.worker
                 pool = pools.get(row.pool.id) or pools.setdefault(row.pool.id, _pool(row.pool))
                 result.append(
                     Submission(run=_run(row), pool=pool, attempt=RunAttempt.model_validate(attempt))
@@ -965,6 +1046,7 @@ class Store:
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         limit: int = 100,
         now: datetime | None = None,
+        scope: DispatchScope = CONTROL_PLANE,
     ) -> list[Claim]:
         """Attempts whose claim lease ran out before a provider ref was recorded (the dispatcher
         died mid-submit, or a submit failed ambiguously and its retry is due). Each is leased
@@ -973,13 +1055,22 @@ class Store:
         now = now or utcnow()
         claims = []
         with self._session() as s:
+            # Whoever dispatches the pool now recovers the claim: a worker's claim of a push pool
+            # back from fallback goes to the control plane, and the other way round. The
+            # control plane also closes the claims of runs whose pool was deleted.
+            owner = claimable(scope)
+            if not scope.is_worker:
+                owner = sa.or_(RunRow.pool_id.is_(None), owner)
             attempts = s.scalars(
                 sa.select(AttemptRow)
+                .join(RunRow, RunRow.id == AttemptRow.run_id)
+                .outerjoin(PoolRow, PoolRow.id == RunRow.pool_id)
                 .where(
                     AttemptRow.provider_ref.is_(None),
                     AttemptRow.ended_at.is_(None),
                     AttemptRow.lease_expires_at.is_not(None),
                     AttemptRow.lease_expires_at < now,
+                    owner,
                 )
                 .order_by(AttemptRow.lease_expires_at)
                 .limit(limit)
@@ -997,6 +1088,7 @@ class Store:
                 assert deployment is not None
                 attempt.lease_expires_at = now + timedelta(seconds=lease_seconds)
                 attempt.claimed_by = claimed_by
+                attempt.by_worker = scope.is_worker
                 claims.append(
                     Claim(
                         run=_run(row),
@@ -1034,6 +1126,126 @@ class Store:
                 .values(lease_expires_at=expires)
             )
             return expires if result.rowcount == 1 else None
+
+    # --- workers and fallback -----------------------------------------------------------------
+
+    def worker_heartbeat(
+        self,
+        pool_name: str,
+        name: str,
+        *,
+        hostname: str | None = None,
+        version: str | None = None,
+        limit: int | None = None,
+        now: datetime | None = None,
+    ) -> Worker:
+        """Record that worker `name` of the pool is alive (the first beat registers it; a beat
+        after a clean stop starts it afresh)."""
+        now = now or utcnow()
+        for _ in range(2):  # two first beats at once: the loser updates the winner's row
+            try:
+                with self._session() as s:
+                    pool = self._pool_row(s, pool_name)
+                    row = s.scalar(
+                        sa.select(WorkerRow)
+                        .where(WorkerRow.pool_id == pool.id, WorkerRow.name == name)
+                        .with_for_update()
+                    )
+                    if row is None:
+                        row = WorkerRow(pool_id=pool.id, name=name, started_at=now)
+                        s.add(row)
+                    elif row.stopped_at is not None:
+                        row.started_at, row.stopped_at = now, None
+                    row.hostname, row.version, row.limit = hostname, version, limit
+                    row.last_heartbeat_at = now
+                    s.flush()
+                    return _worker(row, pool_name, now, DEFAULT_WORKER_OFFLINE_SECONDS)
+            except IntegrityError:
+                continue
+        raise Conflict(f"worker {name!r} of pool {pool_name!r} could not register", field="name")
+
+    def worker_stopped(self, pool_name: str, name: str, now: datetime | None = None) -> None:
+        """A worker that stops cleanly is offline at once (its runs are adopted by others)."""
+        with self._session() as s:
+            pool = self._pool_row(s, pool_name)
+            s.execute(
+                sa.update(WorkerRow)
+                .where(WorkerRow.pool_id == pool.id, WorkerRow.name == name)
+                .values(stopped_at=now or utcnow())
+            )
+
+    def list_workers(
+        self,
+        pool_name: str,
+        *,
+        offline_seconds: float = DEFAULT_WORKER_OFFLINE_SECONDS,
+        now: datetime | None = None,
+    ) -> list[Worker]:
+        now = now or utcnow()
+        with self._session() as s:
+            pool = self._pool_row(s, pool_name)
+            rows = s.scalars(
+                sa.select(WorkerRow)
+                .where(WorkerRow.pool_id == pool.id)
+                .order_by(WorkerRow.last_heartbeat_at.desc())
+            )
+            return [_worker(row, pool_name, now, offline_seconds) for row in rows]
+
+    def worker_active_runs(self, pool_name: str, worker: str) -> int:
+        """Runs a worker claimed that are not over yet (what its `--limit` counts)."""
+        with self._session() as s:
+            pool = self._pool_row(s, pool_name)
+            return (
+                s.scalar(
+                    sa.select(sa.func.count(sa.distinct(RunRow.id)))
+                    .join(AttemptRow, AttemptRow.run_id == RunRow.id)
+                    .where(
+                        RunRow.pool_id == pool.id,
+                        RunRow.state.in_([st.value for st in ACTIVE_STATES]),
+                        AttemptRow.by_worker.is_(True),
+                        AttemptRow.claimed_by == worker,
+                        AttemptRow.ended_at.is_(None),
+                    )
+                )
+                or 0
+            )
+
+    def attempt_owner(self, idempotency_key: str) -> tuple[str, str | None, bool]:
+        """(pool name, claimed_by, by_worker) of an attempt: what the worker API checks
+        before a worker may act on it."""
+        with self._session() as s:
+            attempt = self._attempt_row(s, idempotency_key)
+            run = self._run_row(s, attempt.run_id)
+            return run.pool_name, attempt.claimed_by, attempt.by_worker
+
+    def set_pool_fallback(self, name: str, reason: str | None, now: datetime | None = None) -> bool:
+        """Hand a fallback pool's runs to its workers (`reason`: why the control plane cannot
+        push) or, with None, back to the control plane. True when this changed anything. The
+        pool's `updated_at` stays: its template and settings did not change."""
+        now = now or utcnow()
+        with self._session() as s:
+            condition = (
+                PoolRow.fallback_since.is_(None)
+                if reason is not None
+                else PoolRow.fallback_since.is_not(None)
+            )
+            result = s.execute(
+                sa.update(PoolRow)
+                .where(PoolRow.name == name, PoolRow.fallback.is_not(None), condition)
+                .values(
+                    fallback_since=now if reason is not None else None,
+                    fallback_reason=reason,
+                    updated_at=PoolRow.updated_at,
+                )
+            )
+            if result.rowcount:
+                self._dispatch_changed(s)
+            return bool(result.rowcount)
+
+    def pools_in_fallback(self) -> list[Pool]:
+        with self._session() as s:
+            query = sa.select(PoolRow).where(PoolRow.fallback_since.is_not(None))
+            return [_pool(r) for r in s.scalars(query.order_by(PoolRow.name))]
 
     # --- service leases -----------------------------------------------------------------------
 
@@ -1232,10 +1444,10 @@ def _catch_up_decided(missed_before: datetime) -> Any:
     )
 
 
-def _next_due_query(column: Any, *extra: Any) -> sa.Select:
+def _next_due_query(column: Any, *extra: Any, scope: DispatchScope = CONTROL_PLANE) -> sa.Select:
     after = sa.bindparam("after", type_=column.type)
     return (
-        Store._dispatchable(sa.select(column))
+        Store._dispatchable(sa.select(column), scope)
         .where(column > after, *extra)
         .order_by(column)
         .limit(1)
@@ -1244,7 +1456,11 @@ def _next_due_query(column: Any, *extra: Any) -> sa.Select:
 
 # Built once: an idle dispatcher asks on every pass, and building the statement cost more
 # than running it.
-_NEXT_DUE_QUERIES = (
-    _next_due_query(RunRow.scheduled_time, RunRow.not_before.is_(None)),
-    _next_due_query(RunRow.not_before),
-)
+def _next_due_queries(scope: DispatchScope) -> tuple[sa.Select, sa.Select]:
+    return (
+        _next_due_query(RunRow.scheduled_time, RunRow.not_before.is_(None), scope=scope),
+        _next_due_query(RunRow.not_before, scope=scope),
+    )
+
+
+_NEXT_DUE_QUERIES = _next_due_queries(CONTROL_PLANE)

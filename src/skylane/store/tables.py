@@ -65,6 +65,11 @@ class PoolRow(Base):
     credentials: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     provisioned_resources: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     description: Mapped[str | None] = mapped_column(sa.Text)
+    # "worker": when the control plane cannot push, the pool's workers take its runs.
+    fallback: Mapped[str | None] = mapped_column(sa.String(16))
+    # Set while the control plane cannot push (and why): workers claim the runs meanwhile.
+    fallback_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fallback_reason: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -219,7 +224,28 @@ class AttemptRow(Base):
     # Submit calls made with this attempt's key: a try that failed ambiguously (a timeout: the
     # provider may have started it) is retried with the same key, never a new one.
     tries: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    # Claimed by a pull worker (`claimed_by` is its name): workers watch it, not the control
+    # plane, which may have no credentials for the pool.
+    by_worker: Mapped[bool] = mapped_column(sa.Boolean, default=False, server_default=sa.false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerRow(Base):
+    """A pull worker of a pool, as its heartbeats describe it."""
+
+    __tablename__ = "workers"
+    __table_args__ = (sa.UniqueConstraint("pool_id", "name", name="uq_workers_pool_name"),)
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    pool_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("pools.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(200))
+    hostname: Mapped[str | None] = mapped_column(sa.String(255))
+    version: Mapped[str | None] = mapped_column(sa.String(64))
+    limit: Mapped[int | None] = mapped_column(sa.Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A worker that stopped cleanly is offline at once, without waiting for missed beats.
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class LogRow(Base):
