@@ -7,6 +7,7 @@
 
     etl("2026-11-21")                                      # still a plain function call
     etl.deploy(name="nightly", pool="prod", cron="0 2 * * *")   # what `skylane deploy` does
+    etl.serve(interval=600)              # run it here every 10 minutes (`skylane serve`)
     flow.from_source("https://github.com/acme/etl.git", entrypoint="flows/etl.py:etl").deploy(
         name="nightly", pool="prod", image="ghcr.io/acme/etl-deps@sha256:...")
 
@@ -75,7 +76,7 @@ class _Deployable:
         need none. A git-sourced flow's image holds only the requirements."""
         base = Path(project_dir or Path.cwd()).resolve()
         entrypoint, source = self._code(base)
-        return _deploy_one(
+        return deploy_one(
             # Names the image repository when the pool's registry is used (REPO/<flow>).
             project_name=self._project_name(),
             project_dir=base,
@@ -84,7 +85,7 @@ class _Deployable:
             entrypoint=entrypoint,
             source=source,
             image=image,
-            schedule=_schedule(cron, interval, rrule, timezone),
+            schedule=schedule_spec(cron, interval, rrule, timezone),
             parameters=parameters,
             job_variables=job_variables,
             tags=tags,
@@ -141,6 +142,43 @@ class Flow(_Deployable):
     def _project_name(self) -> str:
         return self.flow_name
 
+    def serve(
+        self,
+        name: str | None = None,
+        *,
+        cron: str | None = None,
+        interval: int | str | None = None,
+        timezone: str = "UTC",
+        parameters: Mapping[str, Any] | None = None,
+        project_dir: str | Path | None = None,
+        limit: int | None = None,
+        client: SkylaneClient | None = None,
+    ) -> Deployment:
+        """Run this flow on a schedule here, until Ctrl-C or SIGTERM: what `skylane serve`
+        does (see skylane.serve). The deployment as registered."""
+        from skylane.cli.common import load_settings, make_client
+        from skylane.serve import serve
+
+        settings = load_settings()
+        own = client is None
+        client = client or make_client(settings)
+        try:
+            return serve(
+                self.entrypoint(project_dir),
+                client=client,
+                settings=settings,
+                name=name,
+                cron=cron,
+                interval=interval,
+                timezone=timezone,
+                parameters=parameters,
+                project_dir=project_dir,
+                limit=limit,
+            )
+        finally:
+            if own:
+                client.close()
+
 
 class SourcedFlow(_Deployable):
     """A flow whose code lives in git (`flow.from_source`): deployments clone it at run time."""
@@ -167,7 +205,7 @@ class SourcedFlow(_Deployable):
         return self.entrypoint.rpartition(":")[2]
 
 
-def _schedule(
+def schedule_spec(
     cron: str | None, interval: int | str | None, rrule: str | None, timezone: str
 ) -> dict[str, Any] | None:
     given = {k: v for k, v in (("cron", cron), ("interval", interval), ("rrule", rrule)) if v}
@@ -176,7 +214,7 @@ def _schedule(
     return {**given, "timezone": timezone} if given else None
 
 
-def _deploy_one(
+def deploy_one(
     *,
     project_name: str,
     project_dir: Path,

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from skylane import __version__
 from skylane.errors import SkylaneError
 
-from . import config, deployment, output, pool, project, run, server
+from . import config, deployment, output, pool, project, run, serve, server, worker
 
 
 def error_message(exc: SkylaneError) -> str:
@@ -67,8 +67,10 @@ app.add_typer(config.app, name="config")
 app.add_typer(pool.app, name="pool")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(run.app, name="run")
+app.add_typer(worker.app, name="worker")
 app.command("init")(project.init)
 app.command("deploy")(project.deploy)
+app.command("serve")(serve.serve)
 
 
 def _print_version(value: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from skylane.errors import AlreadyExists, InvalidInput
-from skylane.models import Pool
+from skylane.models import Pool, PoolStatus
 from skylane.pool_types import parse_pool_type
 
 from . import output
@@ -97,30 +97,77 @@ def _template(path: Path | None) -> dict[str, Any] | None:
     return template
 
 
-def _print_pool(pool: Pool, output_format: Output, action: str | None = None) -> None:
+FallbackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fallback",
+        metavar="worker|off",
+        help="Push pools: 'worker' hands runs to the pool's workers while the control plane "
+        "cannot push them (credentials refused, provider unreachable); 'off' stops that.",
+    ),
+]
+
+
+def _fallback(value: str | None) -> str | None:
+    if value is None or value.strip().lower() in ("off", "none", ""):
+        return None
+    if value.strip().lower() == "worker":
+        return "worker"
+    raise InvalidInput(f"unknown fallback {value!r}; choose worker or off", field="--fallback")
+
+
+def _print_pool(
+    pool: Pool,
+    output_format: Output,
+    action: str | None = None,
+    status: PoolStatus | None = None,
+) -> None:
     if output_format is Output.JSON:
-        output.print_json(pool)
+        data = pool.model_dump(mode="json")
+        if status is not None:
+            data["status"] = status.model_dump(mode="json")
+        output.print_json(data)
     elif action:
         typer.echo(f"pool {pool.name} {action}")
     else:
         variables = pool.base_job_template.get("variables") or {}
-        output.show(
-            output.fields(
-                [
-                    ("name", pool.name),
-                    ("id", pool.id),
-                    ("type", pool.type),
-                    ("paused", pool.paused),
-                    ("concurrency limit", pool.concurrency_limit),
-                    ("description", pool.description),
-                    ("settings", pool.settings or None),
-                    ("created", pool.created_at),
-                    ("updated", pool.updated_at),
-                ]
-            ),
-            "",
-            output.schema_table(variables, title="job variables"),
-        )
+        rows: list[tuple[str, Any]] = [
+            ("name", pool.name),
+            ("id", pool.id),
+            ("type", pool.type),
+        ]
+        if status is not None:
+            said = f" ({status.reason})" if status.reason else ""
+            rows += [
+                ("status", f"{status.status.replace('_', ' ')}{said}"),
+                ("dispatched by", status.dispatched_by),
+            ]
+        rows += [
+            ("fallback", pool.fallback),
+            ("paused", pool.paused),
+            ("concurrency limit", pool.concurrency_limit),
+            ("description", pool.description),
+            ("settings", pool.settings or None),
+            ("created", pool.created_at),
+            ("updated", pool.updated_at),
+        ]
+        parts: list[Any] = [output.fields(rows)]
+        if status is not None and status.workers:
+            workers = [
+                (
+                    w.name,
+                    "online" if w.online else "offline",
+                    w.last_heartbeat_at,
+                    w.hostname,
+                    w.limit,
+                    w.version,
+                )
+                for w in status.workers
+            ]
+            columns = ["worker", "status", "last heartbeat", "host", "limit", "version"]
+            parts += ["", output.table(columns, workers)]
+        parts += ["", output.schema_table(variables, title="job variables")]
+        output.show(*parts)
 
 
 @app.command()
@@ -131,6 +178,7 @@ def create(
     concurrency_limit: LimitOption = None,
     paused: Annotated[bool, typer.Option(help="Create it paused: runs wait.")] = False,
     description: DescriptionOption = None,
+    fallback: FallbackOption = None,
     setting: SettingOption = None,
     credential: CredentialOption = None,
     provision_infra: Annotated[
@@ -177,6 +225,7 @@ def create(
             settings=parse_assignments(setting, "--setting"),
         )
         new_pool = {
+            "fallback": _fallback(fallback),
             "credentials": parse_assignments(credential, "--credential") or None,
             "paused": paused,
             "concurrency_limit": concurrency_limit,
@@ -202,6 +251,7 @@ def create(
         "base_job_template": _template(base_job_template),
         "settings": parse_assignments(setting, "--setting"),
         "credentials": parse_assignments(credential, "--credential") or None,
+        "fallback": _fallback(fallback),
     }
     with make_client() as client:
         pool = client.create_pool(**body)
@@ -222,10 +272,12 @@ def list_pools(output_format: OutputOption = Output.TABLE) -> None:
 
 @app.command()
 def inspect(name: NameArgument, output_format: OutputOption = Output.TABLE) -> None:
-    """Show a pool and its template's job variables."""
+    """Show a pool: whether it is ready (a pull pool: while a worker is online), who dispatches
+    its runs, its workers and its template's job variables."""
     with make_client() as client:
         pool = client.get_pool(name)
-    _print_pool(pool, output_format)
+        status = client.get_pool_status(name)
+    _print_pool(pool, output_format, status=status)
 
 
 @app.command()
@@ -239,6 +291,7 @@ def update(
     no_concurrency_limit: Annotated[
         bool, typer.Option("--no-concurrency-limit", help="Remove the concurrency limit.")
     ] = False,
+    fallback: FallbackOption = None,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Change a pool's template, concurrency limit, description, settings or credentials.
@@ -263,10 +316,12 @@ def update(
         changes["concurrency_limit"] = concurrency_limit
     if description is not None:
         changes["description"] = description
+    if fallback is not None:
+        changes["fallback"] = _fallback(fallback)
     if not changes:
         raise InvalidInput(
             "nothing to change; pass --base-job-template, --concurrency-limit, --description, "
-            "--setting or --credential",
+            "--setting, --credential or --fallback",
             field="options",
         )
     with make_client() as client:
