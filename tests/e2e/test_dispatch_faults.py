@@ -335,6 +335,9 @@ def test_throttled_run_tasks_are_retried_within_the_shared_rate_limit(
 # --- 4. a permanent error --------------------------------------------------------------------
 
 
+# The dispatcher's and reconciler's decision here is the same on either database; the
+# replicas sharing PostgreSQL are what tests 1-3 are about. SQLite only, for CI time.
+@pytest.mark.parametrize("plane", ["sqlite"], indirect=True)
 def test_a_permanent_error_fails_the_run_after_one_call(
     plane: ControlPlane, proxy: FaultProxy, ecs: Any
 ) -> None:
@@ -359,6 +362,9 @@ def test_a_permanent_error_fails_the_run_after_one_call(
 # --- 5. the runtime stops heartbeating and the task has stopped -------------------------------
 
 
+# The dispatcher's and reconciler's decision here is the same on either database; the
+# replicas sharing PostgreSQL are what tests 1-3 are about. SQLite only, for CI time.
+@pytest.mark.parametrize("plane", ["sqlite"], indirect=True)
 def test_a_run_that_stops_heartbeating_with_its_task_stopped_is_crashed(
     plane: ControlPlane, proxy: FaultProxy, ecs: Any
 ) -> None:
