@@ -63,11 +63,11 @@ class Worker:
         self.client = client
         self.options = options
         self.settings = settings
-        self.api = WorkerApiStore(client, options.pool, options.name)
+        self.api = WorkerApiStore(client, options.pool, options.name, limit=options.limit)
         # The runs' way back to the API: the public URL if one is set, else the worker's own.
         self.api_url_for_runs = (settings.public_api_url or client.api_url).rstrip("/")
         # The worker's own limiter: its provider calls never exceed the pool's rate limits.
-        self.adapters = PoolAdapters(self.api, settings, limiter=MemoryRateLimiter())  # type: ignore[arg-type]
+        self.adapters = PoolAdapters(self.api, settings, limiter=MemoryRateLimiter())
         scope = self.api.scope
         self.dispatcher = Dispatcher(
             self.api,
@@ -139,8 +139,7 @@ class Worker:
         submissions), check what this worker watches once, then leave."""
         if self.pool is None:
             self.register()
-        self.dispatcher.recover_expired_claims()
-        while self.dispatcher.run_pass():
+        while self.dispatcher.run_pass():  # its first pass recovers expired claims
             pass
         self.reconciler.run_pass()
         self.api.stopped()

@@ -16,7 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 from skylane.client import SkylaneClient
-from skylane.errors import NotFound
 from skylane.models import Pool, Run, RunState, StateResult, WorkerRegistration
 from skylane.store.repository import Claim, Submission
 from skylane.store.scope import DispatchScope
@@ -33,10 +32,14 @@ class WorkerApiStore:
     # polls (and sleeps until the next due time the server reports).
     is_postgres = False
 
-    def __init__(self, client: SkylaneClient, pool_name: str, worker: str) -> None:
+    def __init__(
+        self, client: SkylaneClient, pool_name: str, worker: str, *, limit: int | None = None
+    ) -> None:
         self.client = client
         self.pool_name = pool_name
         self.worker = worker
+        # The worker's cap on its active runs; the server counts them at each claim.
+        self.limit = limit
         self.scope = DispatchScope.for_worker(pool_name, worker)
         self._base = f"/api/pools/{quote(pool_name, safe='')}/workers/{quote(worker, safe='')}"
         self._next_due: datetime | None = None
@@ -75,6 +78,7 @@ class WorkerApiStore:
             "lease_seconds": lease_seconds,
             "missed_before": _json_time(missed_before),
             "prefetch_seconds": max(0.0, (due_by - now).total_seconds()) if due_by else 0.0,
+            "worker_limit": self.limit,
         }
         answer = self._call("POST", "/claims", json=body)
         due = answer.get("next_due_at")
@@ -198,10 +202,9 @@ class WorkerApiStore:
     # --- the adapters' resource cache (the pool's, shared with the control plane) ------------
 
     def get_provider_resource(self, pool_id: uuid.UUID, kind: str, key: str) -> str | None:
-        try:
-            answer = self._call("GET", f"/resources/{quote(kind, safe='')}/{quote(key)}")
-        except NotFound:
-            return None
+        # A missing record is a null answer. NotFound (the pool is gone) must not read as "no
+        # record": the ECS adapter takes that to mean no task was started for a key.
+        answer = self._call("GET", f"/resources/{quote(kind, safe='')}/{quote(key)}")
         return None if answer is None else answer["value"]
 
     def put_provider_resource(self, pool_id: uuid.UUID, kind: str, key: str, value: str) -> str:

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from skylane.adapters import ADAPTERS
 from skylane.errors import (
     CapacityError,
     PermanentProviderError,
@@ -33,33 +32,19 @@ from skylane.settings import Settings
 from skylane.store import create_engine_for
 from skylane.store.repository import Store
 from skylane.testing import fake_provider
-from skylane.testing.fake_provider import FakeAdapter, FakeCloud
-
-# What the next submit calls answer, per pool name: an error to raise, or None to succeed.
-SCRIPTED: dict[str, list[ProviderError | None]] = {}
-
-
-class ScriptedFakeAdapter(FakeAdapter):
-    """The fake cloud, answering submit calls as the test scripted (then normally)."""
-
-    provider = "fake-scripted"
-
-    def submit(self, request: Any, key: str) -> str:
-        script = SCRIPTED.get(self.pool.name) or []
-        if script:
-            error = script.pop(0)
-            if error is not None:
-                raise error
-        return super().submit(request, key)
+from skylane.testing.fake_provider import SCRIPTED_PROVIDER, FakeAdapter, FakeCloud
 
 
 @pytest.fixture(autouse=True)
 def scripted_provider() -> Iterator[None]:
     fake_provider.install()
-    ADAPTERS[ScriptedFakeAdapter.provider] = ScriptedFakeAdapter
-    SCRIPTED.clear()
     yield
-    ADAPTERS.pop(ScriptedFakeAdapter.provider, None)
+    fake_provider.uninstall()
+
+
+def script(pool: str, *errors: ProviderError | None) -> None:
+    """What the pool's next submit calls raise (None: succeed)."""
+    fake_provider.SCRIPT[(pool, "submit")] = list(errors)
 
 
 @pytest.fixture
@@ -72,7 +57,7 @@ def deployment(
 ) -> Deployment:
     store.create_pool(
         name=pool,
-        type=f"{ScriptedFakeAdapter.provider}:push",
+        type=f"{SCRIPTED_PROVIDER}:push",
         base_job_template=FakeAdapter.default_template(),
         settings={"fake_state_path": str(cloud_path), **settings},
     )
@@ -98,7 +83,7 @@ def test_capacity_errors_wait_longer_say_so_and_spend_no_try(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [CapacityError("no Fargate Spot capacity in eu-west-1a")]
+    script("fake", CapacityError("no Fargate Spot capacity in eu-west-1a"))
     run = due_run(store, dep)
     before = datetime.now(UTC)
     one_pass(store, settings)
@@ -118,7 +103,7 @@ def test_capacity_errors_fail_the_run_after_capacity_retry_seconds(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [CapacityError("no capacity")]
+    script("fake", CapacityError("no capacity"))
     run = due_run(store, dep)
     one_pass(store, settings.model_copy(update={"capacity_retry_seconds": 0}))
     after = store.get_run(run.id)
@@ -132,7 +117,7 @@ def test_our_own_rate_limit_reschedules_without_spending_a_try(
 ) -> None:
     dep = deployment(store, cloud_path)
     scope = RateScope("fake:Submit", "123", "local")
-    SCRIPTED["fake"] = [RateLimited(scope, [TokenBucket(1, 1.0)], retry_after=2.0)]
+    script("fake", RateLimited(scope, [TokenBucket(1, 1.0)], retry_after=2.0))
     run = due_run(store, dep)
     one_pass(store, settings)
     after = store.get_run(run.id)
@@ -145,7 +130,7 @@ def test_throttling_reschedules_with_a_new_attempt_and_counts_a_try(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [ThrottledError("slow down", retry_after=0.0)]
+    script("fake", ThrottledError("slow down", retry_after=0.0))
     run = due_run(store, dep)
     one_pass(store, settings)
     after = store.get_run(run.id)
@@ -161,7 +146,7 @@ def test_an_ambiguous_failure_keeps_the_key_and_is_looked_up_before_trying_again
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [TransientProviderError("read timeout")]
+    script("fake", TransientProviderError("read timeout"))
     run = due_run(store, dep)
     one_pass(store, settings)
     pending = store.get_run(run.id)
@@ -184,7 +169,7 @@ def test_a_permanent_error_fails_once_with_the_adapters_message(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [PermanentProviderError("ecs:RunTask was denied: grant ecs:RunTask")]
+    script("fake", PermanentProviderError("ecs:RunTask was denied: grant ecs:RunTask"))
     run = due_run(store, dep)
     one_pass(store, settings)
     one_pass(store, settings)
@@ -198,7 +183,7 @@ def test_retryable_errors_fail_the_run_when_its_tries_are_spent(
     store: Store, settings: Settings, cloud_path: Path
 ) -> None:
     dep = deployment(store, cloud_path)
-    SCRIPTED["fake"] = [ThrottledError("slow down")]
+    script("fake", ThrottledError("slow down"))
     run = due_run(store, dep)
     one_pass(store, settings.model_copy(update={"max_submit_attempts": 1}))
     after = store.get_run(run.id)

@@ -17,52 +17,24 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from skylane.adapters import ADAPTERS
 from skylane.api.app import create_app
 from skylane.client import SkylaneClient
-from skylane.errors import Conflict, Forbidden, ProviderAuthError, TransientProviderError
+from skylane.errors import Conflict, Forbidden, NotFound, ProviderAuthError, TransientProviderError
 from skylane.models import ApiScope, Deployment, Run, RunState
 from skylane.services.dispatcher import Dispatcher
 from skylane.settings import Settings
 from skylane.store.repository import Store
 from skylane.store.scope import DispatchScope
 from skylane.testing import fake_provider
-from skylane.testing.fake_provider import FakeAdapter, FakeCloud
+from skylane.testing.fake_provider import SCRIPT, FakeAdapter, FakeCloud
 from skylane.worker import Worker, WorkerOptions
-
-# What the next submit or find calls of a pool raise, per pool name (None: answer normally).
-SCRIPTED: dict[str, list[Exception | None]] = {}
-
-
-class ScriptedFakeAdapter(FakeAdapter):
-    """The fake cloud, failing submits and finds as the test scripted. Stands in for a
-    provider that refuses the control plane's credentials, while workers reach it."""
-
-    provider = "fake-scripted"
-
-    def _next(self) -> None:
-        script = SCRIPTED.get(self.pool.name) or []
-        if script:
-            error = script.pop(0)
-            if error is not None:
-                raise error
-
-    def submit(self, request: Any, key: str) -> str:
-        self._next()
-        return super().submit(request, key)
-
-    def find(self, key: str) -> str | None:
-        self._next()
-        return super().find(key)
 
 
 @pytest.fixture(autouse=True)
 def fake_providers() -> Iterator[None]:
     fake_provider.install()
-    ADAPTERS[ScriptedFakeAdapter.provider] = ScriptedFakeAdapter  # type: ignore[assignment]
-    SCRIPTED.clear()
     yield
-    ADAPTERS.pop(ScriptedFakeAdapter.provider, None)
+    fake_provider.uninstall()
 
 
 @pytest.fixture
@@ -172,15 +144,39 @@ def test_a_worker_touches_only_attempts_it_claimed(
     store: Store, api_client: TestClient, worker_settings: Settings, cloud: FakeCloud
 ) -> None:
     pulled = make_pool(store, cloud, "pulled", "fake")
-    runs(store, pulled)
-    [claim] = make_worker(api_client, worker_settings, "pulled", "w1").api.claim_due_runs(
-        claimed_by="w1", lease_seconds=60
-    )
-    intruder = make_worker(api_client, worker_settings, "pulled", "w2").api
+    runs(store, pulled, 2)
+    w1 = make_worker(api_client, worker_settings, "pulled", "w1").api
+    [mine] = w1.claim_due_runs(claimed_by="w1", lease_seconds=60, limit=1)
+    w2 = make_worker(api_client, worker_settings, "pulled", "w2").api
+    [theirs] = w2.claim_due_runs(claimed_by="w2", lease_seconds=60, limit=1)
     with pytest.raises(Forbidden) as refused:
-        intruder.record_submission(claim.attempt.idempotency_key, "arn:stolen")
+        w2.record_submission(mine.attempt.idempotency_key, "arn:stolen")
     assert refused.value.field == "key"
-    assert store.get_run(claim.run.id).attempts[0].provider_ref is None
+    # A batch with one foreign key is refused whole: its own ref is not recorded either.
+    now = datetime.now(UTC)
+    batch = [(theirs.attempt.idempotency_key, "arn:ok", now)]
+    with pytest.raises(Forbidden):
+        w2.record_submissions([*batch, (mine.attempt.idempotency_key, "arn:stolen", now)])
+    for claim in (mine, theirs):
+        assert store.get_run(claim.run.id).attempts[0].provider_ref is None
+    w2.record_submissions(batch)
+    assert store.get_run(theirs.run.id).attempts[0].provider_ref == "arn:ok"
+
+
+def test_a_deleted_pool_is_not_read_as_an_empty_resource_cache(
+    store: Store, api_client: TestClient, worker_settings: Settings, cloud: FakeCloud
+) -> None:
+    # The ECS adapter takes "no record for this key" to mean no task was started: an answer
+    # about a pool that is gone must be an error, never "none".
+    store.create_pool(name="gone", type="fake", base_job_template=FakeAdapter.default_template())
+    api = make_worker(api_client, worker_settings, "gone", "w1").api
+    pool_id = store.get_pool("gone").id
+    api.put_provider_resource(pool_id, "ecs-run", "skl-1", "recorded")
+    assert api.get_provider_resource(pool_id, "ecs-run", "skl-1") == "recorded"
+    assert api.get_provider_resource(pool_id, "ecs-run", "skl-2") is None
+    store.delete_pool("gone")
+    with pytest.raises(NotFound):
+        api.get_provider_resource(pool_id, "ecs-run", "skl-1")
 
 
 def test_the_limit_caps_the_runs_a_worker_has_active(
@@ -363,7 +359,7 @@ def test_refused_credentials_hand_a_fallback_pools_runs_to_workers_and_back(
     worker = make_worker(api_client, worker_settings, "pushed", "w1")
     worker.register()  # a push pool with fallback on accepts workers
 
-    SCRIPTED["pushed"] = [ProviderAuthError("AccessDenied: ecs:RunTask on the cluster")]
+    SCRIPT[("pushed", "submit")] = [ProviderAuthError("AccessDenied: ecs:RunTask on the cluster")]
     [first] = runs(store, pushed)
     plane.run_pass()
     handed = store.get_run(first.id)
@@ -392,7 +388,7 @@ def test_refused_credentials_hand_a_fallback_pools_runs_to_workers_and_back(
         )
 
     # The probe still fails: stays with the workers. Then it answers: back to push.
-    SCRIPTED["pushed"] = [ProviderAuthError("AccessDenied")]
+    SCRIPT[("pushed", "find")] = [ProviderAuthError("AccessDenied")]
     assert plane.probe_fallback_pools() == []
     assert store.get_pool("pushed").fallback_since is not None
     assert plane.probe_fallback_pools() == ["pushed"]
@@ -414,7 +410,9 @@ def test_an_unreachable_provider_hands_runs_over_once_the_retries_are_spent(
     settings = worker_settings.model_copy(
         update={"max_submit_attempts": 1, "fallback_after_seconds": 3600}
     )
-    SCRIPTED["pushed"] = [TransientProviderError("cannot reach the provider (ConnectTimeout)")]
+    SCRIPT[("pushed", "submit")] = [
+        TransientProviderError("cannot reach the provider (ConnectTimeout)")
+    ]
     [run] = runs(store, pushed)
     Dispatcher(store, settings, name="plane").run_pass()
     after = store.get_run(run.id)

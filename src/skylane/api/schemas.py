@@ -219,6 +219,9 @@ class ClaimRequest(_Body):
     prefetch_seconds: float = Field(
         default=0.0, ge=0, le=3600, description="Claim runs scheduled up to this far ahead."
     )
+    worker_limit: int | None = Field(
+        default=None, ge=1, description="The worker's cap on its active runs (`--limit`)."
+    )
 
 
 class RecoveryRequest(_Body):

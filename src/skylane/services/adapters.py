@@ -12,9 +12,9 @@ from skylane import templates
 from skylane.adapters import Adapter, RunContext, adapter_class
 from skylane.models import Deployment, Pool, Run
 from skylane.pool_types import parse_pool_type
+from skylane.services.dispatch_store import DispatchStore
 from skylane.services.resource_cache import StoreResourceCache
 from skylane.settings import Settings
-from skylane.store.repository import Store
 
 if TYPE_CHECKING:
     from skylane.rate_limits import RateLimiter
@@ -25,7 +25,7 @@ PREVIEW_TOKEN = "sklr_preview_****"
 
 
 def make_adapter(
-    store: Store, settings: Settings, pool: Pool, *, limiter: RateLimiter | None = None
+    store: DispatchStore, settings: Settings, pool: Pool, *, limiter: RateLimiter | None = None
 ) -> Adapter:
     """The pool type's adapter for `pool`, remembering what it creates in the store. With a
     `limiter`, its rate-limited calls (e.g. ECS RunTask) take tokens shared by all replicas."""
@@ -40,7 +40,7 @@ class PoolAdapters:
     clients, sessions and caches are reused across passes. Thread-safe."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, limiter: RateLimiter | None = None
+        self, store: DispatchStore, settings: Settings, *, limiter: RateLimiter | None = None
     ) -> None:
         self.store = store
         self.settings = settings

@@ -1,15 +1,15 @@
 """The adapters' ResourceCache, kept in the store so it survives restarts and is shared by
-every dispatcher replica."""
+every dispatcher replica and pull worker (a worker's store is the worker API)."""
 
 from __future__ import annotations
 
 import uuid
 
-from skylane.store.repository import Store
+from skylane.services.dispatch_store import DispatchStore
 
 
 class StoreResourceCache:
-    def __init__(self, store: Store, pool_id: uuid.UUID) -> None:
+    def __init__(self, store: DispatchStore, pool_id: uuid.UUID) -> None:
         self._store = store
         self._pool_id = pool_id
 

@@ -4,6 +4,8 @@ online)."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from skylane.errors import Conflict, Forbidden
 from skylane.models import Pool, PoolStatus
 from skylane.pool_types import parse_pool_type
@@ -24,13 +26,12 @@ def check_worker_pool(pool: Pool) -> None:
         )
 
 
-def check_attempt_is_workers(store: Store, pool_name: str, worker: str, key: str) -> None:
+def check_attempts_are_workers(store: Store, pool_name: str, worker: str, *keys: str) -> None:
     """A worker acts only on attempts it claimed, of the pool it works for."""
-    attempt_pool, claimed_by, by_worker = store.attempt_owner(key)
-    if attempt_pool != pool_name or not by_worker or claimed_by != worker:
+    foreign = store.attempts_not_claimed_by(list(keys), pool_name, worker)
+    if foreign:
         raise Forbidden(
-            f"attempt {key} is not worker {worker!r}'s (pool {attempt_pool!r}, claimed by "
-            f"{claimed_by!r})",
+            f"attempt {foreign[0]} is not one worker {worker!r} claimed in pool {pool_name!r}",
             field="key",
         )
 
@@ -41,7 +42,8 @@ def pool_status(store: Store, settings: Settings, name: str) -> PoolStatus:
     online = [w for w in workers if w.online]
     push = parse_pool_type(pool.type).push
     by_workers = not push or pool.fallback_since is not None
-    status, reason = "ready", None
+    status: Literal["ready", "paused", "not_ready"] = "ready"
+    reason: str | None = None
     if pool.paused:
         status, reason = "paused", "the pool is paused: no run is dispatched"
     elif by_workers and not online:
@@ -56,7 +58,7 @@ def pool_status(store: Store, settings: Settings, name: str) -> PoolStatus:
         reason += f"{pool.fallback_reason}"
     return PoolStatus(
         pool_name=name,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         reason=reason,
         dispatched_by="workers" if by_workers else "control plane",
         workers=workers,

@@ -1210,13 +1210,25 @@ class Store:
                 or 0
             )
 
-    def attempt_owner(self, idempotency_key: str) -> tuple[str, str | None, bool]:
-        """(pool name, claimed_by, by_worker) of an attempt: what the worker API checks
-        before a worker may act on it."""
+    def attempts_not_claimed_by(
+        self, idempotency_keys: list[str], pool_name: str, worker: str
+    ) -> list[str]:
+        """Those of `idempotency_keys` that are not worker `worker`'s attempts of pool
+        `pool_name` (unknown keys included), in one query: what the worker API refuses."""
         with self._session() as s:
-            attempt = self._attempt_row(s, idempotency_key)
-            run = self._run_row(s, attempt.run_id)
-            return run.pool_name, attempt.claimed_by, attempt.by_worker
+            owned = set(
+                s.scalars(
+                    sa.select(AttemptRow.idempotency_key)
+                    .join(RunRow, RunRow.id == AttemptRow.run_id)
+                    .where(
+                        AttemptRow.idempotency_key.in_(idempotency_keys),
+                        AttemptRow.by_worker.is_(True),
+                        AttemptRow.claimed_by == worker,
+                        RunRow.pool_name == pool_name,
+                    )
+                )
+            )
+        return [key for key in idempotency_keys if key not in owned]
 
     def set_pool_fallback(self, name: str, reason: str | None, now: datetime | None = None) -> bool:
         """Hand a fallback pool's runs to its workers (`reason`: why the control plane cannot

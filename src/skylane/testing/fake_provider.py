@@ -440,11 +440,42 @@ class FakeAdapter:
         return [ProviderLogLine(at, "stdout", f"fake resource {ref} submitted")]
 
 
+SCRIPTED_PROVIDER = "fake-scripted"
+# What the next `submit` or `find` calls of a `fake-scripted` pool raise, in order, keyed by
+# (pool name, "submit" | "find"); None answers normally, and so does an empty script.
+SCRIPT: dict[tuple[str, str], list[Exception | None]] = {}
+
+
+class ScriptedFakeAdapter(FakeAdapter):
+    """The fake cloud, failing calls as a test scripted in `SCRIPT`: a provider that throttles,
+    has no capacity, or refuses the control plane's credentials, on cue."""
+
+    provider: ClassVar[str] = SCRIPTED_PROVIDER
+
+    def _scripted(self, operation: str) -> None:
+        script = SCRIPT.get((self.pool.name, operation)) or []
+        if script:
+            error = script.pop(0)
+            if error is not None:
+                raise error
+
+    def submit(self, request: FakeRequest, key: str) -> str:
+        self._scripted("submit")
+        return super().submit(request, key)
+
+    def find(self, key: str) -> str | None:
+        self._scripted("find")
+        return super().find(key)
+
+
 def install() -> None:
-    """Register the fake provider (pool types `fake:push` and `fake`) in this process."""
+    """Register the fake providers (pool types `fake`, `fake:push`, `fake-scripted`,
+    `fake-scripted:push`) in this process, with no script."""
     from skylane.adapters import ADAPTERS
 
     ADAPTERS[PROVIDER] = FakeAdapter  # type: ignore[assignment]
+    ADAPTERS[SCRIPTED_PROVIDER] = ScriptedFakeAdapter  # type: ignore[assignment]
+    SCRIPT.clear()
 
 
 def uninstall() -> None:
@@ -452,3 +483,4 @@ def uninstall() -> None:
     from skylane.adapters import ADAPTERS
 
     ADAPTERS.pop(PROVIDER, None)
+    ADAPTERS.pop(SCRIPTED_PROVIDER, None)

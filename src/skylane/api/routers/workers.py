@@ -30,7 +30,7 @@ from skylane.api.schemas import (
 )
 from skylane.errors import Forbidden, InvalidInput
 from skylane.models import ApiScope, Pool, Run, WorkerRegistration
-from skylane.services.workers import check_attempt_is_workers, check_worker_pool
+from skylane.services.workers import check_attempts_are_workers, check_worker_pool
 from skylane.settings import Settings
 from skylane.store.repository import Claim, Store, Submission
 from skylane.store.scope import DispatchScope
@@ -90,10 +90,8 @@ def claim(
     found = _working_pool(store, pool)
     scope = DispatchScope.for_worker(found.name, worker)
     limit = body.limit
-    registered = {w.name: w for w in store.list_workers(pool)}
-    cap = registered[worker].limit if worker in registered else None
-    if cap is not None:
-        limit = min(limit, cap - store.worker_active_runs(pool, worker))
+    if body.worker_limit is not None:
+        limit = min(limit, body.worker_limit - store.worker_active_runs(pool, worker))
     now = datetime.now(UTC)
     claims = []
     if limit > 0:
@@ -127,7 +125,7 @@ def recover(
 def renew(
     pool: str, worker: str, key: str, body: LeaseRenewal, store: Store = Depends(get_store)
 ) -> LeaseAnswer:
-    check_attempt_is_workers(store, pool, worker, key)
+    check_attempts_are_workers(store, pool, worker, key)
     return LeaseAnswer(expires_at=store.renew_claim(key, worker, body.lease_seconds))
 
 
@@ -135,8 +133,7 @@ def renew(
 def record_submissions(
     pool: str, worker: str, body: list[SubmissionRecord], store: Store = Depends(get_store)
 ) -> Response:
-    for item in body:
-        check_attempt_is_workers(store, pool, worker, item.key)
+    check_attempts_are_workers(store, pool, worker, *(item.key for item in body))
     store.record_submissions([(item.key, item.ref, item.at) for item in body])
     return Response(status_code=204)
 
@@ -147,7 +144,7 @@ def record_failure(
 ) -> Run:
     """A failed submit, as the worker's retry policy decided; also how a stopping worker
     hands a claim back (`retry_at` now, `count_try` false)."""
-    check_attempt_is_workers(store, pool, worker, key)
+    check_attempts_are_workers(store, pool, worker, key)
     return store.record_submission_failure(
         key,
         body.error,
@@ -162,7 +159,7 @@ def record_failure(
 def update_attempt(
     pool: str, worker: str, key: str, body: AttemptProgress, store: Store = Depends(get_store)
 ) -> Response:
-    check_attempt_is_workers(store, pool, worker, key)
+    check_attempts_are_workers(store, pool, worker, key)
     store.update_attempt(key, **body.model_dump(exclude_unset=True))
     return Response(status_code=204)
 
