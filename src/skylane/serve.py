@@ -10,13 +10,11 @@ claims not started yet go back; runs already started finish.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from skylane.client import SkylaneClient
 from skylane.errors import NotFound
 from skylane.models import Deployment
 from skylane.settings import Settings
+from skylane.signals import stop_on_signals
 
 SERVE_POOL_PREFIX = "serve-"
 
@@ -59,7 +58,7 @@ def serve(
     project_dir: str | Path | None = None,
     limit: int | None = None,
     stop: threading.Event | None = None,
-    announce: Any = print,
+    announce: Callable[[str], object] = print,
 ) -> Deployment:
     """Register `entrypoint` (relative to `project_dir`, default the current directory) on
     this machine's serve pool with the schedule given, then work its runs until `stop` is set
@@ -97,7 +96,7 @@ def serve(
     )
     worker.register()
     stop = stop or threading.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         worker.start()
         when = f" ({_schedule_text(cron, interval)})" if cron or interval else ""
         announce(
@@ -113,19 +112,3 @@ def serve(
 
 def _schedule_text(cron: str | None, interval: int | str | None) -> str:
     return f"cron {cron}" if cron else f"every {interval} s"
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` while serving (only the main thread may set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for signum in previous:
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

@@ -6,7 +6,6 @@ import copy
 import enum
 import gc
 import logging
-import signal
 import threading
 from typing import TYPE_CHECKING, Annotated
 
@@ -114,17 +113,16 @@ def _uvicorn_log_config(level: str) -> dict:
 def _run_background_only(names: list[str], store: Store, settings: Settings, level: str) -> None:
     """Run background services without the API until SIGINT or SIGTERM."""
     from skylane.services.background import start_services, stop_services
+    from skylane.signals import stop_on_signals
 
     logging.basicConfig(level=level.upper(), format="%(levelname)s: %(name)s: %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    started = start_services(names, store, settings)
-    try:
-        stop.wait()
-    finally:
-        output.print_text(f"stopping: {', '.join(names)}", err=True)
-        stop_services(started)
+    with stop_on_signals(threading.Event()) as stop:
+        started = start_services(names, store, settings)
+        try:
+            stop.wait()
+        finally:
+            output.print_text(f"stopping: {', '.join(names)}", err=True)
+            stop_services(started)
 
 
 @app.command()

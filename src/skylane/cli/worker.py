@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from typing import Annotated
 
@@ -28,6 +27,7 @@ def run_worker(
     log_level: str,
 ) -> None:
     """Register, then work until SIGINT or SIGTERM (or one pass with `run_once`)."""
+    from skylane.signals import stop_on_signals
     from skylane.worker import Worker, WorkerOptions, default_worker_name
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s: %(name)s: %(message)s")
@@ -41,18 +41,17 @@ def run_worker(
         if run_once:
             worker.run_once()
             return
-        stop = threading.Event()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: stop.set())
-        worker.start()
-        output.print_text(worker.describe(), err=True)
-        try:
-            stop.wait()
-        finally:
-            output.print_text(
-                f"worker {options.name} stopping: handing back claims not yet submitted", err=True
-            )
-            worker.stop()
+        with stop_on_signals(threading.Event()) as stop:
+            worker.start()
+            output.print_text(worker.describe(), err=True)
+            try:
+                stop.wait()
+            finally:
+                output.print_text(
+                    f"worker {options.name} stopping: handing back claims not yet submitted",
+                    err=True,
+                )
+                worker.stop()
 
 
 @app.command()
