@@ -11,10 +11,12 @@ from pathlib import Path
 import boto3
 import pytest
 
+from skylane.provisioning import base
 from skylane.testing.moto import FAKE_AWS_ENV
 from skylane.testing.server import ServerProcess, running_server
 from tests.e2e.conftest import FAST_SETTINGS, start_run
 from tests.e2e.test_ecs_push import submitted_task
+from tests.unit.terraform_static import check_emitted_root
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 FLOW = "def etl(day: str = 'today') -> None:\n    print('etl for', day)\n"
@@ -58,7 +60,7 @@ def skylane_named_roles(aws: boto3.Session, endpoint: str) -> list[str]:
 
 
 def test_provision_plans_applies_records_and_deprovisions(
-    server: ServerProcess, aws: boto3.Session, moto_endpoint: str
+    server: ServerProcess, aws: boto3.Session, moto_endpoint: str, tmp_path: Path
 ) -> None:
     ecr = aws.client("ecr", endpoint_url=moto_endpoint)
 
@@ -104,9 +106,15 @@ def test_provision_plans_applies_records_and_deprovisions(
         "skylane-aws-task",
     ]
 
-    # A second run plans everything as there already and changes nothing.
-    again = provision(server, moto_endpoint, "--yes")
+    # A second run plans everything as there already and changes nothing; it can write the
+    # Terraform root module that adopts what the first created.
+    again = provision(server, moto_endpoint, "--yes", "--emit-terraform", str(tmp_path / "tf"))
     assert "nothing to do" in again
+    assert "import blocks" in again and "terraform init && terraform plan" in again
+    imports = check_emitted_root(
+        tmp_path / "tf", "ecs", [base.Provisioned.from_json(r) for r in records]
+    )
+    assert imports["module.pool.aws_iam_role.dispatcher"] == "skylane-aws-dispatcher"
     assert (
         server.cli_json("pool", "inspect", "aws", "--output", "json")["provisioned_resources"]
         == records

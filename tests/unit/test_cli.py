@@ -407,6 +407,134 @@ def test_pool_commands(cli_api: TestClient, runner: CliRunner, tmp_path: Path) -
     assert gone.exit_code == 1 and "error:" in gone.stderr
 
 
+def terraform_output(**outputs: Any) -> str:
+    """The JSON `terraform output -json` prints for these outputs."""
+    return json.dumps(
+        {
+            name: {"sensitive": False, "type": "dynamic", "value": value}
+            for name, value in outputs.items()
+        }
+    )
+
+
+ECS_POOL_OUTPUTS = {
+    "pool_template_defaults": {
+        "region": "eu-west-1",
+        "cluster": "arn:aws:ecs:eu-west-1:123456789012:cluster/skylane-tf",
+        "execution_role_arn": "arn:aws:iam::123456789012:role/skylane-tf-execution",
+        "task_role_arn": "arn:aws:iam::123456789012:role/skylane-tf-task",
+        "vpc_id": "vpc-0abc",
+        "network_configuration": {
+            "subnets": ["subnet-1", "subnet-2"],
+            "securityGroups": ["sg-1"],
+            "assignPublicIp": "ENABLED",
+        },
+        "configure_cloudwatch_logs": True,
+        "cloudwatch_logs_options": {
+            "awslogs-group": "/skylane/tf",
+            "awslogs-region": "eu-west-1",
+            "awslogs-create-group": "false",
+        },
+    },
+    "pool_settings": {"region": "eu-west-1"},
+    "pool_credentials": {"role_arn": "arn:aws:iam::123456789012:role/skylane-tf-dispatcher"},
+    "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/skylane-tf",
+}
+
+
+def test_pool_create_from_terraform_output_sets_defaults_and_settings(
+    cli_api: TestClient, runner: CliRunner, tmp_path: Path
+) -> None:
+    outputs = tmp_path / "pool.json"
+    outputs.write_text(terraform_output(**ECS_POOL_OUTPUTS))
+    created = invoke(
+        runner,
+        "pool",
+        "create",
+        "tf",
+        "--type",
+        "ecs:push",
+        "--from-terraform-output",
+        str(outputs),
+    )
+    assert created.exit_code == 0, created.output
+    # The dispatcher identity is offered, as `pool provision` offers it, not imposed.
+    assert "--credential role_arn=arn:aws:iam::123456789012:role/skylane-tf-dispatcher" in (
+        created.stdout
+    )
+    pool = json.loads(invoke(runner, "pool", "inspect", "tf", "-o", "json").stdout)
+    properties = pool["base_job_template"]["variables"]["properties"]
+    for name, value in ECS_POOL_OUTPUTS["pool_template_defaults"].items():
+        assert properties[name]["default"] == value, name
+    assert pool["settings"] == {
+        "region": "eu-west-1",
+        "image_repository": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/skylane-tf",
+    }
+    assert pool["credentials"] is None
+    # A root that outputs the whole module as one object works too; --setting wins.
+    nested = tmp_path / "nested.json"
+    nested.write_text(terraform_output(pool=ECS_POOL_OUTPUTS, other="x"))
+    again = invoke(
+        runner, "pool", "create", "tf2", "--type", "ecs:push",
+        "--from-terraform-output", str(nested), "--setting", "region=eu-west-3", "-o", "json",
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["settings"]["region"] == "eu-west-3"
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ("{not json", "is not JSON (line 1"),
+        (terraform_output(cluster="x"), "has no output pool_template_defaults (outputs: cluster)"),
+        (
+            terraform_output(pool_template_defaults=["x"]),
+            "output pool_template_defaults must be an object",
+        ),
+        (
+            '{"pool_template_defaults": {"region": "x"}}',
+            "has no value; is this `terraform output -json`?",
+        ),
+        (
+            terraform_output(pool_template_defaults={"project": "p", "service_account_name": "s"}),
+            "has project, service_account_name, which the ecs:push template has no variable for",
+        ),
+    ],
+)
+def test_pool_create_from_bad_terraform_output_names_the_option_and_creates_nothing(
+    cli_api: TestClient, runner: CliRunner, tmp_path: Path, content: str, said: str
+) -> None:
+    outputs = tmp_path / "pool.json"
+    outputs.write_text(content)
+    result = invoke(
+        runner,
+        "pool",
+        "create",
+        "tf",
+        "--type",
+        "ecs:push",
+        "--from-terraform-output",
+        str(outputs),
+    )
+    assert result.exit_code == 1
+    assert "error: --from-terraform-output:" in result.stderr
+    assert said in result.stderr
+    assert json.loads(invoke(runner, "pool", "ls", "-o", "json").stdout) == []
+
+
+def test_from_terraform_output_and_provision_infra_are_one_or_the_other(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    outputs = tmp_path / "pool.json"
+    outputs.write_text(terraform_output(**ECS_POOL_OUTPUTS))
+    result = invoke(
+        runner, "pool", "create", "tf", "--type", "ecs:push",
+        "--from-terraform-output", str(outputs), "--provision-infra",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "error: --from-terraform-output: " in result.stderr and "give one" in result.stderr
+
+
 def test_deployment_and_run_commands(
     deployed: str, runner: CliRunner, store: Store, tmp_path: Path
 ) -> None:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -845,3 +847,77 @@ def test_a_denied_call_names_the_callers_credentials_not_the_control_planes() ->
     assert "grant your AWS credentials" in failure.value.message
     assert isinstance(failure.value.__cause__, ProviderAuthError)
     assert "control plane" not in failure.value.message
+
+
+# --- Terraform: the root module --emit-terraform writes -----------------------------------------
+
+
+def test_emitted_terraform_imports_each_resource_created_by_the_id_aws_knows(
+    tmp_path: Path,
+) -> None:
+    from skylane.pool_types import parse_pool_type
+    from skylane.provisioning import terraform
+    from tests.unit.terraform_static import check_emitted_root
+
+    provisioner = Provisioner(create_vpc=True)
+    records = provisioner.apply()
+    root = terraform.emit_root_module(
+        tmp_path / "tf",
+        parse_pool_type("ecs:push"),
+        POOL,
+        {"region": REGION},
+        records,
+    )
+    imports = check_emitted_root(root.directory, "ecs", records)
+    assert len(imports) == 18  # 12 steps, 6 of them two or three Terraform resources
+    assert 'region = "us-east-1"' in (tmp_path / "tf" / "skylane.tf").read_text()
+    # Each id is one AWS answers to, in the form Terraform's import takes.
+    iam, ecr, ecs, logs, ec2 = (client(s) for s in ("iam", "ecr", "ecs", "logs", "ec2"))
+    for role in ("execution", "task", "dispatcher"):
+        assert iam.get_role(RoleName=imports[f"module.pool.aws_iam_role.{role}"])
+    role, policy = imports["module.pool.aws_iam_role_policy.dispatch"].split(":")
+    assert iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
+    role, arn = imports["module.pool.aws_iam_role_policy_attachment.execution"].split("/", 1)
+    attached = iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    assert arn in [p["PolicyArn"] for p in attached]
+    repository = imports["module.pool.aws_ecr_repository.this"]
+    assert ecr.describe_repositories(repositoryNames=[repository])["repositories"]
+    assert imports["module.pool.aws_ecr_lifecycle_policy.this"] == repository
+    cluster = imports["module.pool.aws_ecs_cluster.this"]
+    assert ecs.describe_clusters(clusters=[cluster])["clusters"][0]["status"] == "ACTIVE"
+    group = imports["module.pool.aws_cloudwatch_log_group.this"]
+    assert logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+    table = imports["module.pool.aws_route_table.this[0]"]
+    associations = ec2.describe_route_tables(RouteTableIds=[table])["RouteTables"][0][
+        "Associations"
+    ]
+    for index in (0, 1):
+        subnet, table_id = imports[f"module.pool.aws_route_table_association.this[{index}]"].split(
+            "/"
+        )
+        assert table_id == table
+        assert subnet == imports[f"module.pool.aws_subnet.this[{index}]"]
+        assert subnet in [a.get("SubnetId") for a in associations]
+    assert ec2.describe_security_groups(
+        GroupIds=[imports["module.pool.aws_security_group.this[0]"]]
+    )["SecurityGroups"]
+    # The module's template defaults output has the keys the provisioner set.
+    module = (tmp_path / "tf" / "modules" / "aws-ecs-push-pool" / "outputs.tf").read_text()
+    defaults_output = module.split('output "pool_template_defaults"', 1)[1].split("\noutput")[0]
+    for key in provisioner.context.defaults:
+        assert re.search(rf'\b"?{key}"?\s*=', defaults_output), key
+
+
+def test_emitting_terraform_into_a_directory_with_other_files_is_refused(tmp_path: Path) -> None:
+    from skylane.errors import InvalidInput
+    from skylane.pool_types import parse_pool_type
+    from skylane.provisioning import terraform
+
+    (tmp_path / "main.tf").write_text("# someone's own\n")
+    records = Provisioner().apply()
+    with pytest.raises(InvalidInput, match="not empty") as raised:
+        terraform.emit_root_module(
+            tmp_path, parse_pool_type("ecs:push"), POOL, {"region": REGION}, records
+        )
+    assert raised.value.field == "--emit-terraform"
+    assert (tmp_path / "main.tf").read_text() == "# someone's own\n"

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -730,3 +731,56 @@ def test_the_pools_role_outlives_a_group_deleted_by_hand_and_is_reused(
 
     base.deprovision(merged, provisioner.steps, provisioner.context)
     assert snapshot(emulator) == before
+
+
+# --- Terraform: the root module --emit-terraform writes -----------------------------------------
+
+
+def test_emitted_terraform_imports_each_resource_by_the_id_azure_knows(
+    emulator: AciEmulator, tmp_path: Path
+) -> None:
+    from skylane.pool_types import parse_pool_type
+    from skylane.provisioning import terraform
+    from tests.unit.terraform_static import check_emitted_root
+
+    provisioner = make(emulator, control_plane=CONTROL_PLANE)
+    records = apply(provisioner)
+    root = terraform.emit_root_module(
+        tmp_path, parse_pool_type("aci:push"), POOL, provisioner.pool_settings, records
+    )
+    imports = check_emitted_root(root.directory, "aci", records)
+    assert root.inputs["registry_name"] == REGISTRY
+    assert root.inputs["control_plane_object_id"] == CONTROL_PLANE
+    assert f'subscription_id = "{SUB}"' in (tmp_path / "skylane.tf").read_text()
+    assert imports["module.pool.azurerm_resource_group.this[0]"] == RG_ID
+    assert imports["module.pool.azurerm_container_registry.this"] == REGISTRY_ID
+    assert imports["module.pool.azurerm_user_assigned_identity.runtime"] == RUNTIME_ID
+    assert imports["module.pool.azurerm_user_assigned_identity.dispatcher"] == DISPATCHER_ID
+    # A role definition is imported as "<id>|<scope>", its scope the resource group.
+    assert imports["module.pool.azurerm_role_definition.dispatch"] == f"{DISPATCH_ROLE_ID}|{RG_ID}"
+    assignments = {a["id"] for a in emulator.role_assignments()}
+    for name in ("runtime_acr_pull", "dispatcher", "control_plane[0]"):
+        assert imports[f"module.pool.azurerm_role_assignment.{name}"] in assignments
+
+
+def test_emitted_terraform_reads_an_adopted_resource_group_instead_of_importing_it(
+    emulator: AciEmulator, tmp_path: Path
+) -> None:
+    from skylane.pool_types import parse_pool_type
+    from skylane.provisioning import terraform
+    from tests.unit.terraform_static import check_emitted_root
+
+    resources = ResourceManagementClient(
+        FixedToken(), SUB, base_url=emulator.url, connection_verify=emulator.ca_bundle
+    )
+    resources.resource_groups.create_or_update("platform", {"location": LOCATION})
+    provisioner = make(emulator, resource_group_name="platform")
+    records = apply(provisioner)
+    assert [r.created for r in records if r.kind == "resource-group"] == [False]
+    root = terraform.emit_root_module(
+        tmp_path, parse_pool_type("aci:push"), POOL, provisioner.pool_settings, records
+    )
+    imports = check_emitted_root(root.directory, "aci", records)
+    assert root.inputs["create_resource_group"] is False
+    assert root.inputs["resource_group_name"] == "platform"
+    assert not any("azurerm_resource_group" in to for to in imports)

@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,7 @@ from skylane.provisioning import base  # noqa: E402
 from skylane.provisioning import gcp as provisioning  # noqa: E402
 from skylane.provisioning.gcp import (  # noqa: E402
     APIS,
+    DISPATCHER_PROJECT_ROLES,
     account_prefix,
     cloud_run_provisioner,
     label_value,
@@ -656,4 +658,57 @@ def test_without_an_endpoint_the_callers_adc_are_used_impersonating_when_asked(
     assert (
         context.defaults["service_account_name"]
         == "skl-prod-run@adc-project.iam.gserviceaccount.com"
+    )
+
+
+# --- Terraform: the root module --emit-terraform writes -----------------------------------------
+
+
+def test_emitted_terraform_imports_each_resource_by_the_id_google_knows(
+    emulator: CloudRunEmulator, runs: Any, tmp_path: Path
+) -> None:
+    from skylane.pool_types import parse_pool_type
+    from skylane.provisioning import terraform
+    from tests.unit.terraform_static import check_emitted_root
+
+    member = "serviceAccount:control@ops.iam.gserviceaccount.com"
+    run = runs(control_plane=member)
+    records = run.apply()
+    settings = run.provisioner.pool_settings
+    root = terraform.emit_root_module(
+        tmp_path, parse_pool_type("cloud-run:push"), POOL, settings, records
+    )
+    imports = check_emitted_root(root.directory, "cloud-run", records)
+    assert root.inputs["control_plane_member"] == member
+    assert 'project = "skylane-test"' in (tmp_path / "skylane.tf").read_text()
+    for api in APIS:
+        assert imports[f'module.pool.google_project_service.this["{api}"]'] == f"{PROJECT}/{api}"
+        assert emulator.service_enabled(PROJECT, api)
+    repository = imports["module.pool.google_artifact_registry_repository.this"]
+    assert repository == REPOSITORY and emulator.repository(repository)
+    for address, email in (("runtime", RUNTIME), ("dispatcher", DISPATCHER)):
+        account = imports[f"module.pool.google_service_account.{address}"]
+        assert account == f"projects/{PROJECT}/serviceAccounts/{email}"
+        assert emulator.service_account(email)
+    # IAM members: "<resource> <role> <member>", and the member holds the role there.
+    bindings = emulator.project_policy(PROJECT)["bindings"]
+    for role in DISPATCHER_PROJECT_ROLES:
+        project, granted, who = imports[
+            f'module.pool.google_project_iam_member.dispatcher["{role}"]'
+        ].split(" ")
+        assert (project, granted, who) == (PROJECT, role, DISPATCHER_MEMBER)
+        assert who in next(b["members"] for b in bindings if b["role"] == role)
+    act_as = imports["module.pool.google_service_account_iam_member.dispatcher_act_as_runtime"]
+    assert act_as == (
+        f"projects/{PROJECT}/serviceAccounts/{RUNTIME} roles/iam.serviceAccountUser "
+        f"{DISPATCHER_MEMBER}"
+    )
+    token = imports["module.pool.google_service_account_iam_member.control_plane[0]"]
+    assert token == (
+        f"projects/{PROJECT}/serviceAccounts/{DISPATCHER} "
+        f"roles/iam.serviceAccountTokenCreator {member}"
+    )
+    policy = emulator.service_account_policy(DISPATCHER)["bindings"]
+    assert member in next(
+        b["members"] for b in policy if b["role"] == "roles/iam.serviceAccountTokenCreator"
     )

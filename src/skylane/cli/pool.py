@@ -195,11 +195,27 @@ def create(
     resource_group: ResourceGroupOption = None,
     control_plane: ControlPlaneOption = None,
     create_vpc: CreateVpcOption = False,
+    from_terraform_output: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-terraform-output",
+            metavar="FILE",
+            help="`terraform output -json` of a root using a skylane push-pool module: its "
+            "pool_template_defaults become the template's defaults, pool_settings the pool's "
+            "settings.",
+        ),
+    ] = None,
     yes: YesOption = False,
     output_format: OutputOption = Output.TABLE,
 ) -> None:
     """Create a pool; without --base-job-template it gets its type's default template."""
-    parse_pool_type(pool_type, field="--type")
+    kind = parse_pool_type(pool_type, field="--type")
+    if from_terraform_output is not None and provision_infra:
+        raise InvalidInput(
+            "--from-terraform-output registers what Terraform created; --provision-infra "
+            "creates it: give one",
+            field="--from-terraform-output",
+        )
     where = {
         "--region": region,
         "--project": project,
@@ -253,9 +269,16 @@ def create(
         "credentials": parse_assignments(credential, "--credential") or None,
         "fallback": _fallback(fallback),
     }
+    hint = None
+    if from_terraform_output is not None:
+        from .pool_terraform import from_terraform_output as terraform_body
+
+        body, hint = terraform_body(body, kind, from_terraform_output)
     with make_client() as client:
         pool = client.create_pool(**body)
     _print_pool(pool, output_format, f"created (type {pool.type})")
+    if hint and output_format != Output.JSON:
+        typer.echo(hint)
 
 
 @app.command("ls")
@@ -369,6 +392,15 @@ def provision(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
     ] = False,
+    emit_terraform: Annotated[
+        Path | None,
+        typer.Option(
+            "--emit-terraform",
+            metavar="DIR",
+            help="Also write a Terraform root module to DIR that uses skylane's module for "
+            "this pool type, with import blocks adopting every resource provisioned.",
+        ),
+    ] = None,
     yes: YesOption = False,
 ) -> None:
     """Create what a push pool needs in your cloud (registry, roles or identities, cluster,
@@ -389,7 +421,15 @@ def provision(
         credentials=parse_assignments(credential, "--credential") or None,
     )
     with make_client() as client:
-        pool_provision.provision(client, name, pool_type, options, dry_run=dry_run, yes=yes)
+        pool_provision.provision(
+            client,
+            name,
+            pool_type,
+            options,
+            dry_run=dry_run,
+            yes=yes,
+            emit_terraform=emit_terraform,
+        )
 
 
 @app.command()

@@ -7,6 +7,7 @@ defaults that point at it."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -18,7 +19,7 @@ from skylane.pool_types import parse_pool_type
 from skylane.provisioning import base
 from skylane.provisioning.registry import ProvisionOptions, provisioner_for
 
-from . import output
+from . import output, pool_terraform
 from .common import confirm
 
 
@@ -46,11 +47,18 @@ def provision(
     dry_run: bool,
     yes: bool,
     new_pool: dict[str, Any] | None = None,
+    emit_terraform: Path | None = None,
 ) -> None:
     """Plan; stop there with `dry_run`; else confirm, create the pool if it does not exist
     (with `new_pool`'s other fields: template, limit, description...), apply, and record the
-    resources and the template defaults on the pool."""
+    resources and the template defaults on the pool; with `emit_terraform`, write a Terraform
+    root module adopting them into that directory."""
     kind = parse_pool_type(pool_type, field="--type")
+    if emit_terraform is not None and dry_run:
+        raise InvalidInput(
+            "--emit-terraform imports what provisioning created; a --dry-run creates nothing",
+            field="--emit-terraform",
+        )
     pool = existing(client, name)
     if pool is not None and parse_pool_type(pool.type) != kind:
         raise InvalidInput(
@@ -90,11 +98,12 @@ def provision(
     if outputs.get("image_repository"):
         # Where `skylane deploy` pushes this pool's images unless told otherwise.
         settings["image_repository"] = outputs["image_repository"]
+    merged = base.merge_records(previous, records)
     client.update_pool(
         name,
         settings=settings,
         base_job_template=template,
-        provisioned_resources=[r.to_json() for r in base.merge_records(previous, records)],
+        provisioned_resources=[r.to_json() for r in merged],
     )
     created = sum(1 for item in items if item.action == base.Action.CREATE)
     typer.echo(f"pool {name}: {created} created, {len(records) - created} already there")
@@ -108,14 +117,14 @@ def provision(
         typer.echo(f"images go to {outputs['image_repository']}")
     dispatcher = outputs.get("dispatcher_credentials")
     if dispatcher:
-        assignments = " ".join(f"--credential {key}={value}" for key, value in dispatcher.items())
-        typer.echo(
-            "for least privilege, let the control plane use the dispatcher identity created: "
-            f"skylane pool update {name} {assignments}"
-        )
+        typer.echo(pool_terraform.credentials_hint(name, dispatcher))
     if missing:
         output.print_warning(
             "the pool's template has no variable for: " + ", ".join(missing) + " (left out)"
+        )
+    if emit_terraform is not None:
+        pool_terraform.emit(
+            emit_terraform, kind, name, settings, merged, control_plane=options.control_plane
         )
 
 
