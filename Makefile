@@ -11,7 +11,7 @@ EXTRAS ?= dev,postgres,aws,gcp,azure
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks)
 
-.PHONY: install run demo test lint format clean
+.PHONY: install run demo test lint format clean terraform-validate
 
 $(STAMP): pyproject.toml Makefile
 	@test -n "$(PYTHON)" || { echo "skylane needs Python >= 3.11 on PATH" >&2; exit 1; }
@@ -38,6 +38,9 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix $(LINT_PATHS)
 	$(BIN)/ruff format $(LINT_PATHS)
+
+terraform-validate: install  ## terraform validate + fmt -check of every module and example, where Terraform is installed
+	$(BIN)/python -m pytest -rs tests/e2e/test_terraform.py -k "validate or fmt"
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
