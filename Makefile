@@ -8,6 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= dev,postgres,aws,gcp,azure
+# The suite runs on every core (pytest-xdist): most e2e tests wait on subprocesses and clouds,
+# so two workers on two cores nearly halve it. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks)
 
@@ -29,7 +32,7 @@ demo: install  ## a run end to end on a temporary SQLite database, then cleans u
 	bash scripts/demo.sh
 
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
