@@ -608,3 +608,40 @@ def test_deployment_create_names_the_flow_as_flow_does(
     created = json.loads(result.stdout)
     assert (created["flow_name"], created["name"]) == ("etl", "nightly")
     assert created["job_variables"] == {"working_dir": str(tmp_path.resolve())}
+
+
+def test_key_create_ls_and_revoke(cli_api: TestClient, runner: CliRunner) -> None:
+    created = invoke(runner, "key", "create", "worker-prod", "--scope", "worker")
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip().splitlines()[-1]
+    assert key.startswith("skl_")
+    assert "shown once" in created.stderr
+    # The key works, for what its scope allows: a worker key may read its pool, not list keys.
+    as_worker = {"Authorization": f"Bearer {key}"}
+    assert cli_api.get("/api/pools", headers=as_worker).status_code == 200
+    assert cli_api.get("/api/keys", headers=as_worker).status_code == 403
+    listed = json.loads(invoke(runner, "key", "ls", "-o", "json").stdout)
+    mine = next(k for k in listed if k["name"] == "worker-prod")
+    assert mine["scopes"] == ["worker"] and mine["revoked"] is False
+    assert key not in invoke(runner, "key", "ls").stdout
+    assert key not in json.dumps(listed)
+
+    expiring = json.loads(
+        invoke(
+            runner, "key", "create", "ci", "--scope", "deploy", "--scope", "read",
+            "--expires-in-days", "7", "-o", "json",
+        ).stdout
+    )  # fmt: skip
+    assert expiring["scopes"] == ["deploy", "read"] and expiring["expires_at"]
+
+    revoked = invoke(runner, "key", "revoke", mine["id"], "--yes")
+    assert revoked.exit_code == 0, revoked.output
+    assert "revoked" in revoked.stdout
+    refused = cli_api.get("/api/pools", headers={"Authorization": f"Bearer {key}"})
+    assert refused.status_code == 401
+
+
+def test_key_create_needs_a_known_scope(cli_api: TestClient, runner: CliRunner) -> None:
+    assert invoke(runner, "key", "create", "x").exit_code == 2
+    wrong = invoke(runner, "key", "create", "x", "--scope", "root")
+    assert wrong.exit_code == 2 and "root" in wrong.output

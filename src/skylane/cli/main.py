@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from skylane import __version__
 from skylane.errors import SkylaneError
 
-from . import config, deployment, output, pool, project, run, serve, server, worker
+from . import config, deployment, key, output, pool, project, run, serve, server, worker
 
 
 def error_message(exc: SkylaneError) -> str:
@@ -68,6 +68,7 @@ app.add_typer(pool.app, name="pool")
 app.add_typer(deployment.app, name="deployment")
 app.add_typer(run.app, name="run")
 app.add_typer(worker.app, name="worker")
+app.add_typer(key.app, name="key")
 app.command("init")(project.init)
 app.command("deploy")(project.deploy)
 app.command("serve")(serve.serve)
