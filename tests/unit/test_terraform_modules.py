@@ -416,3 +416,17 @@ def test_worker_modules_run_the_worker_command() -> None:
         assert "SKYLANE_API_URL" in text and "SKYLANE_API_KEY" in text, name
         assert "image" in module.variables and "pool_name" in module.variables, name
         assert "default" not in module.variables["image"], name
+
+
+def test_worker_modules_pass_only_options_skylane_worker_start_has() -> None:
+    import typer
+
+    from skylane.cli.main import app
+
+    command = typer.main.get_command(app).commands["worker"].commands["start"]  # type: ignore[attr-defined]
+    options = {name for param in command.params for name in param.opts}
+    for name in terraform.WORKER_MODULES.values():
+        text = json.dumps(load(TERRAFORM / "modules" / name).files)
+        passed = set(re.findall(r'\\"(--[a-z-]+)\\"', text))
+        assert "--pool" in passed, name
+        assert passed <= options, f"{name}: {sorted(passed - options)} are not worker options"
