@@ -71,6 +71,9 @@ def _isolated_home(
     monkeypatch.setenv("SKYLANE_HOME", str(home))
     for name in ("SKYLANE_API_URL", "SKYLANE_API_KEY", "SKYLANE_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # The CLI's tables take an explicit COLUMNS as the user's width; pytest-xdist's workers
+    # run with COLUMNS=80 set, which would wrap what the tests read.
+    monkeypatch.delenv("COLUMNS", raising=False)
     return home
 
 
