@@ -71,8 +71,9 @@ class Settings(BaseSettings):
     dispatcher_batch_size: int = Field(default=100, ge=1, le=10_000)
     # How long a dispatcher owns a claimed run before another may recover it (find, resubmit).
     claim_lease_seconds: float = Field(default=120.0, gt=0)
-    # One submission (its provider calls, their retries and rate-limit waits) must end within
-    # this; it is shorter than the lease, so a live dispatcher never loses a claim mid-call.
+    # One submission (its provider calls, their retries and rate-limit waits) starts no call
+    # after this; with the provider timeout it is shorter than the lease, so a live dispatcher
+    # never loses a claim mid-call.
     submit_deadline_seconds: float = Field(default=60.0, gt=0)
     # Timeout of each HTTP call to a provider (connect and read).
     provider_timeout_seconds: float = Field(default=20.0, gt=0)
@@ -122,10 +123,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _lease_outlives_submission(self) -> Settings:
-        if self.claim_lease_seconds <= self.submit_deadline_seconds:
+        # A call made just before the deadline may last the provider timeout: the lease must
+        # outlive both, or another dispatcher could recover (and submit) a claim still in flight.
+        if self.claim_lease_seconds <= self.submit_deadline_seconds + self.provider_timeout_seconds:
             raise ValueError(
-                "claim_lease_seconds must be longer than submit_deadline_seconds, or a claim "
-                "could expire while its dispatcher is still submitting it"
+                "claim_lease_seconds must be longer than submit_deadline_seconds plus "
+                "provider_timeout_seconds (a call made at the deadline may last that long), or "
+                "a claim could expire while its dispatcher is still submitting it"
             )
         if self.schedule_max_runs < self.schedule_min_runs:
             raise ValueError("schedule_max_runs must be at least schedule_min_runs")

@@ -39,14 +39,15 @@ IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/flows:1.0"
 REPLICAS = 3
 
 # Short leases and deadlines so recoveries happen within seconds. The lease must outlive a
-# whole submission (submit deadline) or a live replica could lose a claim it is submitting.
+# whole submission (submit deadline plus one call's timeout) or a live replica could lose a
+# claim it is submitting.
 # moto ignores RunTask's clientToken, which is what makes a timed-out RunTask safe to repeat on
 # real ECS; here only the look-up before the retry protects it, and that cannot see a task moto
 # is still creating. So moto is kept responsive (8 submit threads per replica, a 2 s timeout):
 # what these tests exercise is the kills and the injected faults, not an overloaded moto.
 FAULT_SETTINGS = {
     **FAKE_AWS_ENV,
-    "SKYLANE_CLAIM_LEASE_SECONDS": "5",
+    "SKYLANE_CLAIM_LEASE_SECONDS": "7",
     "SKYLANE_SUBMIT_DEADLINE_SECONDS": "4",
     "SKYLANE_PROVIDER_TIMEOUT_SECONDS": "2",
     "SKYLANE_DISPATCHER_CONCURRENCY": "8",

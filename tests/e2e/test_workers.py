@@ -222,9 +222,9 @@ def test_an_ecs_worker_killed_mid_submit_is_recovered_without_a_second_task(
 ) -> None:
     with ecs_server(tmp_path, "ecs", "--setting", f"endpoint_url={proxy.url}") as (server, dep):
         short_lease = {
-            "SKYLANE_CLAIM_LEASE_SECONDS": "5",
+            "SKYLANE_CLAIM_LEASE_SECONDS": "10",
             "SKYLANE_SUBMIT_DEADLINE_SECONDS": "4",
-            "SKYLANE_PROVIDER_TIMEOUT_SECONDS": "10",
+            "SKYLANE_PROVIDER_TIMEOUT_SECONDS": "5",
         }
         # RunTask reaches moto (the task starts) but its answer is held: the worker dies
         # waiting for it, with no ref recorded.

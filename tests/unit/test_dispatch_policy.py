@@ -211,6 +211,10 @@ def test_a_claim_lost_while_waiting_is_not_submitted(
 def test_a_lease_must_outlive_a_submission() -> None:
     with pytest.raises(ValueError, match="claim_lease_seconds must be longer"):
         Settings(claim_lease_seconds=30, submit_deadline_seconds=60)
+    # A call made at the deadline may last the provider timeout: 4 + 2 > 5.
+    with pytest.raises(ValueError, match="plus provider_timeout_seconds"):
+        Settings(claim_lease_seconds=5, submit_deadline_seconds=4, provider_timeout_seconds=2)
+    assert Settings(claim_lease_seconds=7, submit_deadline_seconds=4, provider_timeout_seconds=2)
 
 
 # --- reconciler ------------------------------------------------------------------------------

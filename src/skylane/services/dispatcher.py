@@ -316,11 +316,12 @@ class Dispatcher:
             )
 
     def _still_ours(self, claim: Claim) -> bool:
-        """Whether the claim's lease outlives a whole submission (which ends within
-        submit_deadline_seconds); renewed if not. A claim that waited too long for a thread may
-        have expired and be recovered elsewhere: then it must not be submitted here."""
+        """Whether the claim's lease outlives a whole submission (no call starts after
+        submit_deadline_seconds, and one lasts at most provider_timeout_seconds); renewed if
+        not. A claim that waited too long for a thread may have expired and be recovered
+        elsewhere: then it must not be submitted here."""
         lease = claim.attempt.lease_expires_at
-        margin = self.settings.submit_deadline_seconds + 1.0
+        margin = self.settings.submit_deadline_seconds + self.settings.provider_timeout_seconds
         if lease is not None and (lease - utcnow()).total_seconds() > margin:
             return True
         renewed = self.store.renew_claim(
