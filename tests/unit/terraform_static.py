@@ -8,6 +8,7 @@ python-hcl2 (>= 7) gives string literals with their quotes (`'"name"'`), express
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,15 @@ class Directory:
 
 
 def load(path: Path) -> Directory:
+    """The directory's `.tf` files parsed (once per process: python-hcl2 is slow; treat the
+    result as read-only)."""
+    return _load(
+        Path(path).resolve(), tuple(tf.stat().st_mtime_ns for tf in Path(path).glob("*.tf"))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _load(path: Path, _stamp: tuple[int, ...]) -> Directory:
     files = {}
     for tf in sorted(path.glob("*.tf")):
         with tf.open() as handle:
