@@ -16,8 +16,8 @@ from skylane.store.db import alembic_config
 from skylane.store.tables import Base
 
 
-def test_migrated_schema_matches_the_models(database_url: str) -> None:
-    engine = create_engine_for(database_url)
+def test_migrated_schema_matches_the_models(empty_database_url: str) -> None:
+    engine = create_engine_for(empty_database_url)
     migrate(engine)
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -26,8 +26,8 @@ def test_migrated_schema_matches_the_models(database_url: str) -> None:
     assert differences == []
 
 
-def test_migrations_can_be_undone_and_redone(database_url: str) -> None:
-    engine = create_engine_for(database_url)
+def test_migrations_can_be_undone_and_redone(empty_database_url: str) -> None:
+    engine = create_engine_for(empty_database_url)
     migrate(engine)
     command.downgrade(alembic_config(engine), "base")
     assert set(sa.inspect(engine).get_table_names()) <= {"alembic_version"}
@@ -36,7 +36,7 @@ def test_migrations_can_be_undone_and_redone(database_url: str) -> None:
     engine.dispose()
 
 
-def test_replicas_migrating_a_new_database_at_once_all_succeed(database_url: str) -> None:
+def test_replicas_migrating_a_new_database_at_once_all_succeed(empty_database_url: str) -> None:
     # Kubernetes starts every replica at once, and each runs the migrations at start: four
     # processes (alembic keeps its state in module globals, so threads would not do).
     code = (
@@ -45,7 +45,7 @@ def test_replicas_migrating_a_new_database_at_once_all_succeed(database_url: str
     )
     replicas = [
         subprocess.Popen(
-            [sys.executable, "-c", code, database_url],
+            [sys.executable, "-c", code, empty_database_url],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -54,7 +54,7 @@ def test_replicas_migrating_a_new_database_at_once_all_succeed(database_url: str
     ]
     outcomes = [(p.wait(timeout=120), p.stderr.read()) for p in replicas if p.stderr]
     assert [code for code, _ in outcomes] == [0, 0, 0, 0], [err[-2000:] for _, err in outcomes]
-    engine = create_engine_for(database_url)
+    engine = create_engine_for(empty_database_url)
     with engine.connect() as connection:
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
         script = ScriptDirectory.from_config(alembic_config(engine))

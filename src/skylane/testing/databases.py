@@ -52,3 +52,28 @@ def reset_postgres_schema(url: str) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
+
+
+def empty_postgres_tables(url: str) -> None:
+    """A migrated database with no rows: its tables truncated when the schema is at head
+    (fast), else the schema dropped and migrated again (after a test that downgraded it)."""
+    from alembic.script import ScriptDirectory
+
+    from skylane.store.db import alembic_config, create_engine_for, migrate
+    from skylane.store.tables import Base
+
+    engine = create_engine_for(url)
+    try:
+        head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+        with engine.begin() as connection:
+            at = None
+            if connection.scalar(sa.text("SELECT to_regclass('public.alembic_version')")):
+                at = connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            if at == head:
+                tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+                connection.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+                return
+        reset_postgres_schema(url)
+        migrate(engine)
+    finally:
+        engine.dispose()
