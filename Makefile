@@ -8,9 +8,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 EXTRAS ?= dev,postgres,aws,gcp,azure
-# The suite runs on every core (pytest-xdist): most e2e tests wait on subprocesses and clouds,
-# so two workers on two cores nearly halve it. PYTEST_WORKERS=0 runs it in one process.
-PYTEST_WORKERS ?= auto
+# The suite runs in parallel (pytest-xdist), three workers per two cores: the e2e tests spend
+# much of their time waiting on servers, emulators and clouds. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$((n + n / 2)))
 PYTEST_ARGS ?=
 LINT_PATHS := $(wildcard src tests benchmarks)
 
