@@ -4,6 +4,7 @@ loopback OCI registry (Debian's docker-registry) and real git repositories."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,9 +43,11 @@ def run_etl(day: str = "today", rows: int = 3) -> None:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(tmp_path: Path, migrated_sqlite_file: Path) -> str:
     # What is tested here runs in the client; the store's part is tested on both databases.
-    return f"sqlite:///{tmp_path / 'skylane.db'}"
+    path = tmp_path / "skylane.db"
+    shutil.copyfile(migrated_sqlite_file, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture
