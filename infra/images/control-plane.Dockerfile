@@ -15,7 +15,8 @@ FROM ${PYTHON_IMAGE} AS builder
 # The pyproject.toml extras to install (the image's purpose is all of them).
 ARG EXTRAS=postgres,aws,gcp,azure
 
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip's cache in a build-cache mount, outside any home directory.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CACHE_DIR=/var/cache/pip
 RUN python -m venv /opt/skylane/venv
 WORKDIR /build
 # Only what the wheel is built from: the project metadata (with the README it names), src/,
@@ -24,7 +25,7 @@ WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY terraform/modules ./terraform/modules
 COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=cache,target=/var/cache/pip \
     /opt/skylane/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
     && /opt/skylane/venv/bin/pip install "$(ls /wheels/skylane-*.whl)[${EXTRAS}]" \
     && /opt/skylane/venv/bin/skylane --version

@@ -13,11 +13,14 @@ ARG PYTHON_IMAGE=python:3.12-slim
 
 # --- builder: the skylane wheel ----------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# pip's cache in a build-cache mount, outside any home directory.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_CACHE_DIR=/var/cache/pip
 WORKDIR /build
+# src/skylane/terraform_modules links to terraform/modules: the wheel is the same package.
 COPY pyproject.toml README.md ./
+COPY terraform/modules ./terraform/modules
 COPY src ./src
-RUN --mount=type=cache,target=/root/.cache/pip \
+RUN --mount=type=cache,target=/var/cache/pip \
     pip wheel --no-deps --wheel-dir /wheels .
 
 # --- runtime -----------------------------------------------------------------------------------
