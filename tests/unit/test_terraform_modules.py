@@ -314,7 +314,7 @@ def test_push_pool_module_tags_what_the_provisioner_tags(provider: str) -> None:
     module = load(TERRAFORM / "modules" / terraform.MODULES[provider])
     key = "labels" if provider == "cloud-run" else "tags"
     pool_tag = literal(module.locals[key])
-    assert f'"{base.POOL_TAG}"' in pool_tag or base.POOL_TAG in pool_tag
+    assert base.POOL_TAG in pool_tag
     assert re.search(r"(var\.pool_name|local\.label_value)", pool_tag)
     for address, body in module.resources.items():
         if address.split(".")[0] in TAGGED:
